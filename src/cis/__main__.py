@@ -1,0 +1,3 @@
+from cis.cli.main import run
+
+run()

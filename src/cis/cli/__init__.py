@@ -1,0 +1,1 @@
+"""``cis-node``: one module per subcommand, wired in ``cis.cli.main``."""

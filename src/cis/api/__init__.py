@@ -1,0 +1,1 @@
+"""HTTP APIs served on the node's one port."""

@@ -5,11 +5,21 @@
   event ids, event signatures; byte for byte what other Matrix servers compute.
 - ``events``: ``Event``, frozen and typed, parsed from wire PDUs (``parse_pdu``) or built
   locally (``build_event``).
+- ``auth``: the authorisation rules (``check_auth``, ``check_auth_events_selection``) and
+  whether a redaction is applied.
+- ``dag``: laying out new events on the forward extremities, the state after an event.
 
 The functions over plain PDU dicts (``compute_content_hash`` … ``verify_event_signature``) let
 any tool compare us with other Matrix implementations. Errors are in ``cis.matrix.errors``.
 """
 
+from cis.matrix.auth import (
+    auth_types_for_event,
+    check_auth,
+    check_auth_events_selection,
+    redaction_allowed,
+)
+from cis.matrix.dag import next_forward_extremities, prepare_pdu, state_after
 from cis.matrix.errors import (
     AuthError,
     InvalidJson,
@@ -38,14 +48,21 @@ __all__ = [
     "SignatureError",
     "StateKey",
     "UnsupportedRoomVersion",
+    "auth_types_for_event",
     "build_event",
+    "check_auth",
+    "check_auth_events_selection",
     "check_content_hash",
     "compute_content_hash",
     "compute_event_id",
     "hash_and_sign_event",
+    "next_forward_extremities",
     "parse_pdu",
     "parse_pdu_json",
+    "prepare_pdu",
     "redact",
+    "redaction_allowed",
     "sign_event",
+    "state_after",
     "verify_event_signature",
 ]

@@ -7,6 +7,7 @@
   locally (``build_event``).
 - ``auth``: the authorisation rules (``check_auth``, ``check_auth_events_selection``) and
   whether a redaction is applied.
+- ``state_res``: state resolution v2 (``resolve_state``).
 - ``dag``: laying out new events on the forward extremities, the state after an event.
 
 The functions over plain PDU dicts (``compute_content_hash`` … ``verify_event_signature``) let
@@ -34,6 +35,7 @@ from cis.matrix.hashing import check_content_hash, compute_content_hash, compute
 from cis.matrix.redaction import redact
 from cis.matrix.room_versions import DEFAULT_ROOM_VERSION, SUPPORTED_ROOM_VERSIONS
 from cis.matrix.signing import hash_and_sign_event, sign_event, verify_event_signature
+from cis.matrix.state_res import StateMap, resolve_state
 
 __all__ = [
     "DEFAULT_ROOM_VERSION",
@@ -47,6 +49,7 @@ __all__ = [
     "MissingEvents",
     "SignatureError",
     "StateKey",
+    "StateMap",
     "UnsupportedRoomVersion",
     "auth_types_for_event",
     "build_event",
@@ -62,6 +65,7 @@ __all__ = [
     "prepare_pdu",
     "redact",
     "redaction_allowed",
+    "resolve_state",
     "sign_event",
     "state_after",
     "verify_event_signature",

@@ -77,7 +77,7 @@ def test_create_allowed_and_rule_1(rv: str) -> None:
     assert verdict(room, with_prev) == "1.1"
     other_server = room.make(CHARLIE, "m.room.create", {"creator": CHARLIE}, "")
     assert verdict(room, other_server) == "1.2"  # room id on a.test, sender on b.test
-    for unknown in ("9", "12", 11):
+    for unknown in ("9", "12", 11, {"v": 11}, ["11"], None):
         event = room.make(ALICE, "m.room.create", {**creator_content, "room_version": unknown}, "")
         assert verdict(room, event) == "1.3"
 

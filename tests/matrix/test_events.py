@@ -8,15 +8,21 @@ from typing import Any
 
 import nacl.signing
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cis.matrix import (
+    Event,
     InvalidPdu,
     UnsupportedRoomVersion,
     build_event,
+    check_content_hash,
+    compute_content_hash,
     compute_event_id,
     hash_and_sign_event,
     parse_pdu,
     parse_pdu_json,
+    redact,
 )
 from cis.matrix.canonical_json import encode
 
@@ -200,3 +206,56 @@ def test_top_level_redacts_is_checked_in_v10_only() -> None:
     with pytest.raises(InvalidPdu):
         parse_pdu("10", good_pdu(redacts=5))
     assert parse_pdu("11", good_pdu(redacts=5)).redacts is None
+
+
+# ------------------------------------------------------------------ fuzzing the boundary
+
+odd_values = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**60), 2**60),
+    st.floats(allow_nan=True),
+    st.text(max_size=6),
+    st.binary(max_size=4),
+    st.lists(st.integers(), max_size=3),
+    st.tuples(st.integers()),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+    st.dictionaries(st.integers(), st.integers(), max_size=1, min_size=1),
+)
+PDU_KEYS = [
+    *("type", "room_id", "sender", "state_key", "content", "depth", "prev_events"),
+    *("auth_events", "origin_server_ts", "hashes", "signatures", "redacts", "unsigned"),
+]
+
+
+def outcome(fn: Any, *args: Any) -> Any:
+    """The result, or the ``InvalidPdu`` raised; any other exception fails the test."""
+    try:
+        return fn(*args)
+    except InvalidPdu as e:
+        return e
+
+
+@settings(max_examples=300)
+@given(
+    st.sampled_from(["10", "11"]),
+    st.dictionaries(st.sampled_from(PDU_KEYS), odd_values, max_size=6),
+    st.lists(st.sampled_from(PDU_KEYS), max_size=3),
+)
+def test_any_malformed_input_raises_only_invalid_pdu(
+    rv: str, overrides: dict[str, Any], dropped: list[str]
+) -> None:
+    pdu: Any = {**good_pdu(), **overrides}
+    for key in dropped:
+        pdu.pop(key, None)
+    event = outcome(parse_pdu, rv, pdu)
+    event_id = outcome(compute_event_id, rv, pdu)
+    if isinstance(event, Event):
+        assert event_id == event.event_id
+        assert isinstance(outcome(redact, rv, pdu), dict)
+    else:
+        assert isinstance(event, InvalidPdu)
+        assert isinstance(event_id, str | InvalidPdu)
+        assert isinstance(outcome(redact, rv, pdu), dict | InvalidPdu)
+    assert isinstance(outcome(compute_content_hash, pdu), str | InvalidPdu)
+    assert isinstance(outcome(check_content_hash, pdu), bool | InvalidPdu)

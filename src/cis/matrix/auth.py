@@ -208,7 +208,10 @@ def check_auth(
             raise AuthError("1.1", "m.room.create has prev_events")
         if server_of(event.room_id) != server_of(event.sender):
             raise AuthError("1.2", "the room id's server is not the sender's")
-        if "room_version" in content and content["room_version"] not in SUPPORTED_ROOM_VERSIONS:
+        if "room_version" in content and not (
+            isinstance(content["room_version"], str)
+            and content["room_version"] in SUPPORTED_ROOM_VERSIONS
+        ):
             raise AuthError("1.3", f"unknown room version {content['room_version']!r}")
         if not rv.implicit_room_creator and "creator" not in content:
             raise AuthError("1.4", "m.room.create has no creator (room version 10)")

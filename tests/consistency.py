@@ -38,6 +38,9 @@ def check_home(root: Path) -> HomeCheck:
         registry = dict(
             node.execute("SELECT dir_name, room_id FROM rooms WHERE status = 'active'").fetchall()
         )
+        archived = dict(
+            node.execute("SELECT dir_name, room_id FROM rooms WHERE status = 'archived'").fetchall()
+        )
         stream_max = node.execute("SELECT stream_max FROM node_status").fetchone()[0]
         indexed: dict[str, set[tuple[int, str, str]]] = {}
         for pos, room_id, event_id, status in node.execute(
@@ -57,8 +60,16 @@ def check_home(root: Path) -> HomeCheck:
         p for p in (rooms_dir.iterdir() if rooms_dir.exists() else ()) if (p / "events.db").exists()
     )
     assert {p.name for p in folders} == set(registry), "registry and room folders differ"
-    for folder in folders:
-        room_id = registry[folder.name]
+    archive_dir = rooms_dir / "archived"
+    archived_folders = sorted(
+        p
+        for p in (archive_dir.iterdir() if archive_dir.exists() else ())
+        if (p / "events.db").exists()
+    )
+    assert {p.name for p in archived_folders} == set(archived), "archived rooms differ"
+    names = {**registry, **archived}
+    for folder in folders + archived_folders:
+        room_id = names[folder.name]
         assert json.loads((folder / "meta.json").read_text())["room_id"] == room_id
         conn = _ro(folder / "events.db")
         try:
@@ -80,8 +91,9 @@ def check_home(root: Path) -> HomeCheck:
         top = max((r[0] for r in rows), default=0)
         assert upto[room_id] == top, f"indexed_upto of {room_id} is {upto[room_id]}, not {top}"
         assert stream_max >= top
-        result.events_by_room[room_id] = {r[1] for r in rows}
-    assert set(indexed) <= set(registry.values()), "index rows of unknown rooms"
+        if folder.name in registry:
+            result.events_by_room[room_id] = {r[1] for r in rows}
+    assert set(indexed) <= set(names.values()), "index rows of unknown rooms"
     bad = {name: verdict for name, verdict in result.integrity.items() if verdict != "ok"}
     assert not bad, f"integrity_check failed: {bad}"
     return result

@@ -97,7 +97,9 @@ def reindex(home: Home, node: NodeStore, *, full: bool, now_ms: int) -> ReindexR
         count, _top = db.read_blocking(
             "room_index_summary", node_store.room_index_summary, info.room_id
         )
-        if info.status is RoomStatus.MISSING or count or info.indexed_upto:
+        # After a restore every absent room is missing; after a crash, a room registered but
+        # never written (its folder was not created yet) is simply still empty.
+        if full or info.status is RoomStatus.MISSING or count or info.indexed_upto:
             db.run_interaction_blocking(
                 "drop_room_index", node_store.drop_room_index_txn, info.room_id,
                 RoomStatus.MISSING,

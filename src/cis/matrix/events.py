@@ -1,0 +1,324 @@
+"""Events of room versions 10 and 11: parsed once at the boundary into frozen objects.
+
+An ``Event`` keeps the canonical bytes of its wire PDU (hashes and signatures included, no
+``event_id``, no ``unsigned``) and its id computed from them; its ``content`` is a read-only
+deep-frozen copy. Nothing can change an event after parsing, so nothing can desynchronise it
+from its hash.
+
+Validation (``parse_pdu``), from the PDU schema (``data/api/server-server/definitions/
+pdu_v4.yaml``, ``pdu_v11.yaml``) and the client-server API, "Size limits":
+
+- the PDU is in canonical JSON's domain (``canonical_json``) and its canonical form, signatures
+  included, is at most 65,536 bytes;
+- required keys and types: ``auth_events``, ``prev_events`` (lists of event ids, at most 10 and
+  20), ``content``, ``hashes`` (with a string ``sha256``), ``signatures`` (server → key id →
+  string), ``depth`` (a non-negative integer), ``origin_server_ts`` (integer), ``room_id``,
+  ``sender``, ``type``, and an optional string ``state_key``; v10 may carry a top-level string
+  ``redacts``;
+- ``sender``, ``room_id``, ``state_key``, ``type`` and every event id at most 255 bytes of UTF-8;
+  user ids look like ``@local:server``, room ids ``!opaque:server``, event ids ``$…``.
+
+``unsigned`` is not covered by hashes or signatures and any server may rewrite it, so an
+``Event`` does not keep it; a top-level ``event_id`` is ignored (the id is computed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Final, Protocol
+
+import nacl.signing
+from canonicaljson import encode_canonical_json
+
+from cis.ids import EventId, RoomId, UserId
+from cis.matrix import canonical_json
+from cis.matrix.errors import InvalidJson, InvalidPdu
+from cis.matrix.hashing import event_id_from_reference_hash
+from cis.matrix.redaction import redact_with
+from cis.matrix.room_versions import get_room_version
+from cis.matrix.signing import hash_and_sign_event
+
+StateKey = tuple[str, str]
+"""``(event type, state key)``: the key of a room state map."""
+
+MAX_PDU_BYTES: Final = 65_536
+MAX_ID_BYTES: Final = 255
+MAX_PREV_EVENTS: Final = 20
+MAX_AUTH_EVENTS: Final = 10
+
+
+class EventLike(Protocol):
+    """What the auth rules and state resolution read from an event.
+
+    ``Event`` provides it; so can a light view over a trusted PDU dict.
+    """
+
+    @property
+    def event_id(self) -> EventId: ...
+    @property
+    def room_id(self) -> RoomId: ...
+    @property
+    def sender(self) -> UserId: ...
+    @property
+    def type(self) -> str: ...
+    @property
+    def state_key(self) -> str | None: ...
+    @property
+    def origin_server_ts(self) -> int: ...
+    @property
+    def prev_events(self) -> tuple[EventId, ...]: ...
+    @property
+    def auth_events(self) -> tuple[EventId, ...]: ...
+    @property
+    def content(self) -> Mapping[str, Any]: ...
+    @property
+    def signatures(self) -> Mapping[str, Mapping[str, str]]: ...
+
+
+def freeze(value: Any) -> Any:
+    """A read-only deep copy of a JSON value: objects become ``MappingProxyType``, arrays
+    tuples. The value must be in canonical JSON's domain (nesting is bounded there)."""
+    if isinstance(value, dict):
+        return MappingProxyType({k: freeze(v) for k, v in value.items()})
+    if isinstance(value, list):
+        return tuple(freeze(v) for v in value)
+    return value
+
+
+def thaw(value: Any) -> Any:
+    """A plain, mutable deep copy of a (possibly frozen) JSON value: the inverse of ``freeze``."""
+    if isinstance(value, Mapping):
+        return {k: thaw(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [thaw(v) for v in value]
+    return value
+
+
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
+class Event:
+    """A parsed, immutable PDU. Build one with ``parse_pdu`` or ``build_event`` only: the
+    constructor trusts its arguments to agree with ``canonical_bytes``."""
+
+    event_id: EventId
+    room_id: RoomId
+    sender: UserId
+    type: str
+    state_key: str | None
+    origin_server_ts: int
+    depth: int
+    prev_events: tuple[EventId, ...]
+    auth_events: tuple[EventId, ...]
+    content: Mapping[str, Any]
+    redacts: EventId | None
+    room_version: str
+    canonical_bytes: bytes
+    hashes: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    signatures: Mapping[str, Mapping[str, str]] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
+
+    @property
+    def is_state(self) -> bool:
+        return self.state_key is not None
+
+    @property
+    def membership(self) -> str | None:
+        """``content.membership`` of an ``m.room.member`` event, if it is a string."""
+        if self.type != "m.room.member":
+            return None
+        value = self.content.get("membership")
+        return value if isinstance(value, str) else None
+
+    def to_pdu(self) -> dict[str, Any]:
+        """A fresh deep copy of the wire PDU (no ``event_id``, no ``unsigned``)."""
+        pdu: dict[str, Any] = json.loads(self.canonical_bytes)
+        return pdu
+
+    def redacted(self) -> Event:
+        """This event with its room version's redaction applied; same ``event_id``."""
+        rv = get_room_version(self.room_version)
+        return parse_pdu(rv.identifier, redact_with(rv, self.to_pdu()))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Event):
+            return NotImplemented
+        return (
+            self.room_version == other.room_version
+            and self.canonical_bytes == other.canonical_bytes
+        )
+
+    def __hash__(self) -> int:
+        return hash(self.event_id)
+
+    def __repr__(self) -> str:
+        key = "" if self.state_key is None else f" state_key={self.state_key!r}"
+        return f"<Event {self.event_id} {self.type}{key} from {self.sender}>"
+
+
+# ------------------------------------------------------------------ parsing
+
+
+def _bad(where: str, why: str) -> InvalidPdu:
+    return InvalidPdu(f"{where}: {why}")
+
+
+def _utf8_len(s: str) -> int:
+    return len(s) if s.isascii() else len(s.encode("utf-8"))
+
+
+def _str_field(
+    pdu: Mapping[str, Any], key: str, *, sigil: str = "", needs_colon: bool = False
+) -> str:
+    value = pdu.get(key)
+    if not isinstance(value, str):
+        raise _bad(key, "required, and must be a string")
+    check_id_text(key, value, sigil=sigil, needs_colon=needs_colon)
+    return value
+
+
+def check_id_text(where: str, value: str, *, sigil: str = "", needs_colon: bool = False) -> None:
+    """The size limit (255 bytes) and the shape of an id-like string."""
+    if _utf8_len(value) > MAX_ID_BYTES:
+        raise _bad(where, f"longer than {MAX_ID_BYTES} bytes")
+    if sigil and not value.startswith(sigil):
+        raise _bad(where, f"must start with {sigil!r}")
+    if needs_colon:
+        _, sep, server = value[1:].partition(":")
+        if not sep or not server:
+            raise _bad(where, f"must look like {sigil}localpart:server")
+
+
+def _int_field(pdu: Mapping[str, Any], key: str, *, minimum: int | None = None) -> int:
+    value = pdu.get(key)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _bad(key, "required, and must be an integer")
+    if minimum is not None and value < minimum:
+        raise _bad(key, f"must be at least {minimum}")
+    return value
+
+
+def _event_ids(pdu: Mapping[str, Any], key: str, limit: int) -> tuple[EventId, ...]:
+    value = pdu.get(key)
+    if not isinstance(value, list):
+        raise _bad(key, "required, and must be a list of event ids")
+    if len(value) > limit:
+        raise _bad(key, f"at most {limit} entries")
+    for i, item in enumerate(value):
+        if not isinstance(item, str):
+            raise _bad(f"{key}[{i}]", "must be an event id string")
+        check_id_text(f"{key}[{i}]", item, sigil="$")
+    return tuple(EventId(i) for i in value)
+
+
+def _check_signatures(value: object) -> None:
+    if not isinstance(value, dict):
+        raise _bad("signatures", "required, and must be an object")
+    for server, keys in value.items():
+        if not isinstance(keys, dict) or not all(isinstance(s, str) for s in keys.values()):
+            raise _bad(f"signatures.{server}", "must map key ids to strings")
+
+
+def parse_pdu(room_version: str, pdu: Mapping[str, Any]) -> Event:
+    """Validate a wire PDU and freeze it into an ``Event`` (``InvalidPdu`` if malformed,
+    ``UnsupportedRoomVersion`` for a room version other than 10 and 11).
+
+    A top-level ``event_id`` is ignored (the id is computed) and ``unsigned`` is dropped.
+    Hashes and signatures are *not* checked here: see ``check_content_hash`` and
+    ``verify_event_signature``.
+    """
+    rv = get_room_version(room_version)
+    if not isinstance(pdu, Mapping):
+        raise InvalidPdu("a PDU is a JSON object")
+    wire = {k: v for k, v in pdu.items() if k not in ("event_id", "unsigned")}
+    try:
+        canonical_json.check_value(wire)
+    except InvalidJson as e:
+        raise InvalidPdu(str(e)) from e
+
+    event_type = _str_field(wire, "type")
+    room_id = RoomId(_str_field(wire, "room_id", sigil="!", needs_colon=True))
+    sender = UserId(_str_field(wire, "sender", sigil="@", needs_colon=True))
+    state_key = wire.get("state_key")
+    if state_key is not None:
+        if not isinstance(state_key, str):
+            raise _bad("state_key", "must be a string")
+        check_id_text("state_key", state_key)
+    elif "state_key" in wire:
+        raise _bad("state_key", "must be a string, not null")
+    origin_server_ts = _int_field(wire, "origin_server_ts")
+    depth = _int_field(wire, "depth", minimum=0)
+    prev_events = _event_ids(wire, "prev_events", MAX_PREV_EVENTS)
+    auth_events = _event_ids(wire, "auth_events", MAX_AUTH_EVENTS)
+    content = wire.get("content")
+    if not isinstance(content, dict):
+        raise _bad("content", "required, and must be an object")
+    hashes = wire.get("hashes")
+    if not isinstance(hashes, dict) or not isinstance(hashes.get("sha256"), str):
+        raise _bad("hashes", "required, with a string sha256")
+    _check_signatures(wire.get("signatures"))
+
+    redacts: EventId | None = None
+    if rv.redacts_in_content:
+        # v11: content.redacts; a top-level `redacts` is an unprotected extra key.
+        if event_type == "m.room.redaction" and isinstance(content.get("redacts"), str):
+            redacts = EventId(content["redacts"])
+    elif "redacts" in wire:
+        if not isinstance(wire["redacts"], str):
+            raise _bad("redacts", "must be an event id string")
+        check_id_text("redacts", wire["redacts"], sigil="$")
+        redacts = EventId(wire["redacts"])
+
+    try:
+        canonical = encode_canonical_json(wire)
+        redacted = redact_with(rv, wire)
+        del redacted["signatures"]
+        reference = hashlib.sha256(encode_canonical_json(redacted)).digest()
+    except RecursionError:  # pragma: no cover - check_value bounds nesting first
+        raise InvalidPdu("nested too deeply") from None
+    if len(canonical) > MAX_PDU_BYTES:
+        raise InvalidPdu(f"{len(canonical)} bytes in canonical JSON; the limit is {MAX_PDU_BYTES}")
+
+    return Event(
+        event_id=event_id_from_reference_hash(reference),
+        room_id=room_id,
+        sender=sender,
+        type=event_type,
+        state_key=state_key,
+        origin_server_ts=origin_server_ts,
+        depth=depth,
+        prev_events=prev_events,
+        auth_events=auth_events,
+        content=freeze(content),
+        redacts=redacts,
+        room_version=rv.identifier,
+        canonical_bytes=canonical,
+        hashes=freeze(hashes),
+        signatures=freeze(wire["signatures"]),
+    )
+
+
+def parse_pdu_json(room_version: str, data: bytes | str) -> Event:
+    """``parse_pdu`` over JSON text, parsed strictly (``canonical_json.loads``)."""
+    try:
+        value = canonical_json.loads(data)
+    except InvalidJson as e:
+        raise InvalidPdu(str(e)) from e
+    return parse_pdu(room_version, value)
+
+
+def build_event(
+    room_version: str,
+    partial_pdu: Mapping[str, Any],
+    server_name: str,
+    key_id: str,
+    signing_key: nacl.signing.SigningKey,
+) -> Event:
+    """A locally created event: ``partial_pdu`` (everything but ``hashes`` and
+    ``signatures``, e.g. from ``cis.matrix.dag.prepare_pdu``) hashed, signed by this server
+    and parsed."""
+    signed = hash_and_sign_event(room_version, partial_pdu, server_name, key_id, signing_key)
+    return parse_pdu(room_version, signed)

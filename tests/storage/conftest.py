@@ -11,7 +11,6 @@ from cis.home import Home
 from cis.storage.node_store import NodeStore
 from cis.storage.rooms.manager import RoomStoreManager
 from cis.storage.stream import StreamPositions
-from tests.factories import parse_fake_pdu
 
 ROOM = "!room:alpha.cis.local"
 
@@ -39,7 +38,6 @@ async def make_manager(home: Home, node_store: NodeStore) -> AsyncIterator[MakeM
 
     def make(**options: object) -> RoomStoreManager:
         options.setdefault("max_open_rooms", 8)
-        options.setdefault("pdu_parser", parse_fake_pdu)
         manager = RoomStoreManager(
             home,
             node_store,

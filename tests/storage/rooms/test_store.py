@@ -9,13 +9,14 @@ import pytest
 from cis.clock import FakeClock
 from cis.home import Home
 from cis.ids import DeviceId, EventId, UserId
+from cis.matrix import parse_pdu
 from cis.storage.errors import ImportFailed, InvalidEvent, InvalidQuery, UnknownEvent
 from cis.storage.events import EventStatus, StoredEvent
 from cis.storage.node_store import NodeStore
 from cis.storage.rooms.manager import RoomStoreManager
 from cis.storage.rooms.types import Direction, EventFilter, Pagination, TxnKey
 from cis.storage.stream import StreamPositions
-from tests.factories import chain, make_event, parse_fake_pdu
+from tests.factories import chain, make_event
 from tests.storage.conftest import ROOM, MakeManager
 
 OTHER_ROOM = "!other:alpha.cis.local"
@@ -317,8 +318,8 @@ async def test_export_import_round_trip(manager: RoomStoreManager, tmp_path: Pat
     )
     try:
         copy = await elsewhere.get_or_create(ROOM)
-        assert await copy.import_from_jsonl(target, parse=parse_fake_pdu) == 6
-        assert await copy.import_from_jsonl(target, parse=parse_fake_pdu) == 0  # each once
+        assert await copy.import_from_jsonl(target, parse=parse_pdu) == 6
+        assert await copy.import_from_jsonl(target) == 0  # each once (the default parser)
         originals = await room.query_events(
             EventFilter(statuses=tuple(EventStatus)), Pagination(limit=10)
         )

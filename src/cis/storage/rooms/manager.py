@@ -38,6 +38,7 @@ from cis.clock import Clock
 from cis.home import Home, room_dir_name
 from cis.ids import RoomId
 from cis.log import get_logger
+from cis.matrix import parse_pdu
 from cis.storage.database import Database
 from cis.storage.errors import (
     DatabaseClosed,
@@ -76,7 +77,7 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 PduParser = Callable[[str, dict[str, Any]], PersistableEvent]
-"""``parse(room_version, pdu) -> event`` (the Matrix core's ``parse_pdu``)."""
+"""``parse(room_version, pdu) -> event``; by default the Matrix core's ``parse_pdu``."""
 
 DEFAULT_ROOM_CACHE_KIB: Final = 256
 """Per room connection: 256 rooms x 2 connections stay near 128 MiB at worst."""
@@ -171,7 +172,7 @@ class RoomStoreManager:
         self.max_open_rooms = max_open_rooms
         self.synchronous = Synchronous(synchronous)
         self.cache_size_kib = cache_size_kib
-        self.pdu_parser = pdu_parser
+        self.pdu_parser: PduParser = pdu_parser or parse_pdu
         self.positions = positions
         self.subscriptions = SubscriptionHub()
         self.counters = _Counters()

@@ -225,8 +225,6 @@ class RoomStore:
         and nothing from the file is stored. Importing a file twice stores each event once.
         """
         parser = parse if parse is not None else self._manager.pdu_parser
-        if parser is None:
-            raise ImportFailed("no PDU parser is available to import events")
         source = Path(path)
         count = await self._manager.run_blocking(_check_jsonl, source, self.room_id, parser)
         stored = 0

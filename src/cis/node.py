@@ -214,6 +214,7 @@ class Node:
         self.config = config
         self.storage = NodeStorage(home, config, clock=clock, pdu_parser=pdu_parser)
         self._http: HttpServer | None = None
+        self._started = False
         self._stopped = False
 
     @property
@@ -242,6 +243,7 @@ class Node:
         self._http = HttpServer(app, bind(self.config.listen))
         await self._http.start()
         await asyncio.to_thread(self._write_runtime_file)
+        self._started = True
         identity = storage.identity
         log.info(
             "node_started", node_id=identity.node_id, did=identity.did, listen=str(self.listen),
@@ -255,14 +257,14 @@ class Node:
         if self._stopped:
             return
         self._stopped = True
-        holder = self.storage.locked
-        if holder:
+        started = self._started
+        if started:
             log.info("node_stopping")
         self.storage.end_long_polls()  # before the HTTP server waits for their responses
         if self._http is not None:
             await self._http.stop()
         clean = await self.storage.close()
-        if holder:
+        if started:
             log.info("node_stopped", clean=clean)
 
     def _write_runtime_file(self) -> None:

@@ -35,6 +35,18 @@ def test_interaction_commits_and_is_read_back(db: Database) -> None:
     assert db.read_blocking("get_all", get_all) == {"a": 1}
 
 
+def test_a_lone_failing_interaction_rolls_back_and_the_writer_carries_on(db: Database) -> None:
+    def half_then_fail(conn: sqlite3.Connection) -> None:
+        conn.execute("INSERT INTO kv VALUES ('half', 1)")
+        raise ValueError("refused")
+
+    with pytest.raises(ValueError, match="refused"):
+        db.run_interaction_blocking("half", half_then_fail)
+    assert db.read_blocking("get_all", get_all) == {}
+    assert db.run_interaction_blocking("put", put_txn, "after", 2) == 2
+    assert db.read_blocking("get_all", get_all) == {"after": 2}
+
+
 def test_a_failing_interaction_rolls_back_alone_in_a_group(tmp_path: Path) -> None:
     """Interactions queued together share a transaction, each in its own savepoint."""
     db = Database.open(tmp_path / "t.db", kind="test", migrations=MIGRATIONS)

@@ -8,7 +8,8 @@ Invariants (the reasons are in docs/storage.md):
 2. Group commit. The writer takes every interaction queued at the moment (up to
    ``MAX_BATCH``), opens one ``BEGIN IMMEDIATE`` transaction, runs each interaction inside its
    own ``SAVEPOINT`` and commits once. An interaction that raises is rolled back to its
-   savepoint and only its caller sees the error; the others commit.
+   savepoint and only its caller sees the error; the others commit. (A group of one needs no
+   savepoint: its failure rolls the whole transaction back.)
 3. Nothing is acknowledged before its COMMIT returned: every caller's future is resolved after
    the COMMIT (or fails with the COMMIT's error). A ``kill -9`` therefore never loses an
    acknowledged write.
@@ -340,6 +341,9 @@ class Database:
             for job in jobs:
                 job.future.set_exception(failure)
             return
+        if len(jobs) == 1:
+            self._run_alone(conn, jobs[0], started)
+            return
         outcomes: list[tuple[_Job, Any, BaseException | None]] = []
         aborted: BaseException | None = None
         for job in jobs:
@@ -389,6 +393,34 @@ class Database:
             log.warning(
                 "transaction_slow", path=str(self.path), seconds=round(elapsed, 3),
                 interactions=",".join(sorted({job.name for job in jobs})),
+            )  # fmt: skip
+
+    def _run_alone(self, conn: sqlite3.Connection, job: _Job, started: float) -> None:
+        """A group of one needs no savepoint: its failure rolls the transaction back."""
+        try:
+            result = job.fn(conn, *job.args, **job.kwargs)
+        except Exception as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            job.future.set_exception(exc)
+            return
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            log.error(
+                "transaction_failed", path=str(self.path), interactions=1,
+                error=type(exc).__name__,
+            )  # fmt: skip
+            job.future.set_exception(StorageError(f"transaction on {self.path} rolled back: {exc}"))
+            return
+        job.future.set_result(result)
+        elapsed = time.monotonic() - started
+        if elapsed > SLOW_INTERACTION_S:
+            log.warning(
+                "transaction_slow", path=str(self.path), seconds=round(elapsed, 3),
+                interactions=job.name,
             )  # fmt: skip
 
 

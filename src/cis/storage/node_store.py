@@ -146,17 +146,26 @@ def set_room_status_txn(conn: sqlite3.Connection, room_id: RoomId, status: RoomS
     conn.execute("UPDATE rooms SET status = ? WHERE room_id = ?", (status.value, room_id))
 
 
-def index_events_txn(conn: sqlite3.Connection, room_id: RoomId, rows: Sequence[IndexRow]) -> None:
-    """Add newly stored events of one room to the stream and membership indexes."""
-    if not rows:
+def index_events_txn(
+    conn: sqlite3.Connection, entries: Sequence[tuple[RoomId, Sequence[IndexRow]]]
+) -> None:
+    """Add newly stored events (by room, in commit order) to the stream and membership
+    indexes."""
+    tops: dict[RoomId, int] = {}
+    for room_id, rows in entries:
+        if not rows:
+            continue
+        insert_stream_rows_txn(conn, room_id, rows)
+        _upsert_memberships(conn, room_id, rows)
+        newest = max(r.stream_ordering for r in rows)
+        tops[room_id] = max(tops.get(room_id, 0), newest)
+    if not tops:
         return
-    insert_stream_rows_txn(conn, room_id, rows)
-    _upsert_memberships(conn, room_id, rows)
-    top = max(r.stream_ordering for r in rows)
-    conn.execute(
-        "UPDATE rooms SET indexed_upto = max(indexed_upto, ?) WHERE room_id = ?", (top, room_id)
+    conn.executemany(
+        "UPDATE rooms SET indexed_upto = max(indexed_upto, ?) WHERE room_id = ?",
+        [(top, room_id) for room_id, top in tops.items()],
     )
-    raise_stream_max_txn(conn, top)
+    raise_stream_max_txn(conn, max(tops.values()))
 
 
 def _upsert_memberships(
@@ -315,9 +324,9 @@ class NodeStore:
         return await self.db.run_read("list_rooms", list_rooms)
 
     def submit_index(
-        self, room_id: RoomId, rows: Sequence[IndexRow]
+        self, entries: Sequence[tuple[RoomId, Sequence[IndexRow]]]
     ) -> concurrent.futures.Future[None]:
-        return self.db.submit("index_events", index_events_txn, room_id, rows)
+        return self.db.submit("index_events", index_events_txn, entries)
 
 
 def inspect_node_db(path: Path) -> NodeSummary:

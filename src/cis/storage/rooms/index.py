@@ -70,7 +70,8 @@ class RoomIndex(Protocol):
     async def list_rooms(self) -> list[RoomInfo]: ...
 
     def submit_index(
-        self, room_id: RoomId, rows: Sequence[IndexRow]
+        self, entries: Sequence[tuple[RoomId, Sequence[IndexRow]]]
     ) -> concurrent.futures.Future[None]:
-        """Queue the index rows of newly stored events; resolves once committed."""
+        """Queue the index rows of newly stored events, by room, in the order the rooms
+        committed them; resolves once they are committed."""
         ...

@@ -188,7 +188,10 @@ class RoomStoreManager:
         self._archiving: set[RoomId] = set()
         self._batches: dict[RoomId, _WriteBatch] = {}
         self._writes: set[asyncio.Task[None]] = set()
-        self._index_pending: set[concurrent.futures.Future[None]] = set()
+        self._index_queue: list[tuple[RoomId, list[IndexRow], range]] = []
+        self._index_inflight: concurrent.futures.Future[None] | None = None
+        self._index_idle = asyncio.Event()
+        self._index_idle.set()
         self._closed = False
 
     # ------------------------------------------------------------------ public API
@@ -346,10 +349,9 @@ class RoomStoreManager:
         self._closed = True
         if self._writes:
             await asyncio.gather(*list(self._writes), return_exceptions=True)
-        if self._index_pending:
-            await asyncio.wait(
-                [asyncio.wrap_future(f) for f in list(self._index_pending)], timeout=30
-            )
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(30):
+                await self._index_idle.wait()
         for task in list(self._opening.values()):
             with contextlib.suppress(Exception):
                 await task
@@ -427,31 +429,52 @@ class RoomStoreManager:
                 waiter.set_result(new)
 
     def _index_events(self, room_id: RoomId, rows: list[IndexRow], positions: range) -> None:
+        """Queue index rows for ``node.db``; one index interaction is in flight at a time.
+
+        Rows that arrive while one is in flight are written together in the next, so the
+        index costs one ``node.db`` interaction per commit of ``node.db``, not per event, and
+        lands in the order the rooms committed.
+        """
         if not rows:
             self.positions.complete(positions)
             return
-        loop = asyncio.get_running_loop()
+        self._index_queue.append((room_id, rows, positions))
+        if self._index_inflight is None:
+            self._flush_index()
+
+    def _flush_index(self) -> None:
+        entries, self._index_queue = self._index_queue, []
         try:
-            future = self._index.submit_index(room_id, rows)
+            future = self._index.submit_index([(room_id, rows) for room_id, rows, _ in entries])
         except Exception:
-            self._index_failed(room_id, positions)
+            self._indexed(entries, None)
             return
-        self._index_pending.add(future)
+        self._index_inflight = future
+        self._index_idle.clear()
+        loop = asyncio.get_running_loop()
 
         def done(fut: concurrent.futures.Future[None]) -> None:
             with contextlib.suppress(RuntimeError):  # the loop is gone: the node is stopping
-                loop.call_soon_threadsafe(self._indexed, room_id, positions, fut)
+                loop.call_soon_threadsafe(self._indexed, entries, fut)
 
         future.add_done_callback(done)
 
     def _indexed(
-        self, room_id: RoomId, positions: range, future: concurrent.futures.Future[None]
+        self,
+        entries: list[tuple[RoomId, list[IndexRow], range]],
+        future: concurrent.futures.Future[None] | None,
     ) -> None:
-        self._index_pending.discard(future)
-        if future.cancelled() or future.exception() is not None:
-            self._index_failed(room_id, positions)
+        self._index_inflight = None
+        failed = future is None or future.cancelled() or future.exception() is not None
+        for room_id, _rows, positions in entries:
+            if failed:
+                self._index_failed(room_id, positions)
+            else:
+                self.positions.complete(positions)
+        if self._index_queue:
+            self._flush_index()
         else:
-            self.positions.complete(positions)
+            self._index_idle.set()
 
     def _index_failed(self, room_id: RoomId, positions: range) -> None:
         # The room file holds the events; node.db's index does not. The next start re-indexes

@@ -40,6 +40,7 @@ from canonicaljson import encode_canonical_json
 from cis.clock import SystemClock
 from cis.home import Home
 from cis.ids import EventId, RoomId, UserId
+from cis.log import configure_logging
 from cis.storage.events import content_strings
 from cis.storage.node_store import NodeStore
 from cis.storage.rooms import schema
@@ -316,6 +317,7 @@ async def main() -> None:
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--quick", action="store_true", help="small sizes, to check the script")
     args = parser.parse_args()
+    configure_logging("warning")
     if args.quick:
         args.batches, args.single, args.repeat = 3, 300, 1
         args.query_events, args.queries = 20_000, 100

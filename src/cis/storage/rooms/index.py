@@ -75,3 +75,46 @@ class RoomIndex(Protocol):
         """Queue the index rows of newly stored events, by room, in the order the rooms
         committed them; resolves once they are committed."""
         ...
+
+
+class MemoryRoomIndex:
+    """An in-memory ``RoomIndex`` for tests and tools that need no ``node.db``.
+
+    It keeps the registry in a dict and the index rows in a list; ``fail_index`` makes every
+    later ``submit_index`` fail, as a full or broken ``node.db`` would.
+    """
+
+    def __init__(self) -> None:
+        self.rooms: dict[RoomId, RoomInfo] = {}
+        self.rows: list[tuple[RoomId, IndexRow]] = []
+        self.fail_index = False
+
+    async def get_room(self, room_id: RoomId) -> RoomInfo | None:
+        return self.rooms.get(room_id)
+
+    async def register_room(self, room_id: RoomId, dir_name: str, created_ts: int) -> RoomInfo:
+        info = self.rooms.get(room_id)
+        if info is None or info.status is RoomStatus.MISSING:
+            info = RoomInfo(room_id, dir_name, RoomStatus.ACTIVE, created_ts, 0)
+            self.rooms[room_id] = info
+        return info
+
+    async def set_room_status(self, room_id: RoomId, status: RoomStatus) -> None:
+        info = self.rooms[room_id]
+        self.rooms[room_id] = RoomInfo(
+            info.room_id, info.dir_name, status, info.created_ts, info.indexed_upto
+        )
+
+    async def list_rooms(self) -> list[RoomInfo]:
+        return sorted(self.rooms.values(), key=lambda info: info.room_id)
+
+    def submit_index(
+        self, entries: Sequence[tuple[RoomId, Sequence[IndexRow]]]
+    ) -> concurrent.futures.Future[None]:
+        future: concurrent.futures.Future[None] = concurrent.futures.Future()
+        if self.fail_index:
+            future.set_exception(OSError("the index is unavailable"))
+        else:
+            self.rows.extend((room_id, row) for room_id, rows in entries for row in rows)
+            future.set_result(None)
+        return future

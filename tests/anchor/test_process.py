@@ -4,6 +4,7 @@ oversized heartbeats on the wire; SIGTERM stops it cleanly."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import ipaddress
 import queue
@@ -25,10 +26,16 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from starlette.applications import Starlette
 
-from cis.anchor.client import AnchorClient
+from cis.anchor.client import AnchorClient, dial_peers
 from cis.anchor.records import anchor_name, build_heartbeat
+from cis.federation.config import TunnelConfig
+from cis.federation.manager import TunnelManager
+from cis.federation.trust import StaticTrust
 from cis.identity.keys import NodeIdentity
+
+from ..federation.helpers import Server, eventually
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -263,3 +270,40 @@ def test_a_port_in_use_is_a_one_line_error(plain_anchor: AnchorProcess) -> None:
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1].startswith("error: ")
     assert "Traceback" not in proc.stderr
+
+
+async def test_tunnels_open_between_nodes_that_met_through_the_anchor(
+    plain_anchor: AnchorProcess,
+) -> None:
+    """The pieces plugged together: anchor process, anchor clients, tunnel managers."""
+    config = TunnelConfig(ping_interval=0.1, silence_timeout=2.0, backoff_base=0.05)
+    nodes = []
+    try:
+        for name in ("alpha", "beta"):
+            identity = NodeIdentity.generate(name)
+            manager = TunnelManager(identity, StaticTrust(), config=config)
+            server = Server(Starlette(routes=[manager.route()]))
+            await server.start()
+            manager.set_advertised_endpoints([server.url])
+            client = AnchorClient(
+                plain_anchor.url,
+                identity,
+                endpoints=[server.url],
+                interval=0.2,
+                on_peers=dial_peers(manager),
+            )
+            nodes.append((identity, manager, server, client, asyncio.create_task(client.run())))
+        (alpha, ma, *_), (beta, mb, *_) = nodes
+        async with asyncio.timeout(20):
+            await ma.wait_online(beta.did)
+            await mb.wait_online(alpha.did)
+        await eventually(lambda: ma.open_tunnels == 1 and mb.open_tunnels == 1)
+    finally:
+        for *_, client, task in nodes:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await client.aclose()
+        for _identity, manager, *_ in nodes:
+            await manager.stop()
+        for _identity, _manager, server, *_ in nodes:
+            await server.stop()

@@ -334,3 +334,20 @@ def test_input_after_close_is_ignored(alice: NodeIdentity, bob: NodeIdentity) ->
     closed_event(responder)
     responder.receive_message(bytes(32))
     assert responder.events_received() == [] and responder.data_to_send() == []
+
+
+def test_the_nodes_admission_hook_has_the_last_word(alice: NodeIdentity, bob: NodeIdentity) -> None:
+    asked: list[tuple[str, str, bytes]] = []
+
+    def pinned(did: str, did_key: str, public_key: bytes) -> str | None:
+        asked.append((did, did_key, public_key))
+        return "node_id alice is bound to another key; run cis-node trust rebind"
+
+    pair = make_pair(Credentials.create(alice), Credentials.create(bob))
+    pair.responder = TunnelConnection(
+        Role.RESPONDER, Credentials.create(bob), StaticTrust(), admission=pinned
+    )
+    complete_handshake(pair)
+    event = closed_event(pair.responder)
+    assert event.code == 1008 and "trust rebind" in event.reason
+    assert asked == [(alice.did, alice.did_key, alice.public_key)]

@@ -295,7 +295,7 @@ async def test_text_and_oversized_messages_are_refused(start_peer: StartPeer) ->
     assert code == 1009
 
 
-@pytest.mark.parametrize("garbage", ["random", "encrypted"])
+@pytest.mark.parametrize("garbage", ["random", "encrypted", "bad-ack"])
 async def test_garbage_closes_that_tunnel_and_leaves_the_node_healthy(
     start_peer: StartPeer, garbage: str
 ) -> None:
@@ -308,9 +308,15 @@ async def test_garbage_closes_that_tunnel_and_leaves_the_node_healthy(
     if garbage == "random":
         await ws.send(b"\x13\x37" * 40)
         expected = "transport message failed authentication"
-    else:
+    elif garbage == "encrypted":
         await ws.send(bytes(conn._noise.encrypt(b"\x00not a frame")))
         expected = "frame is not valid protobuf"
+    else:  # a well-formed frame acknowledging something never sent
+        frame = frames.ping(1, 0)
+        frame.ack = 99
+        conn.send_frame(frame)
+        await ws.send(conn.data_to_send()[0])
+        expected = "ack for a frame never sent"
     assert await close_of(ws) == (1002, expected)
     # The healthy peer noticed nothing: still online, still pinging, still delivering.
     before = c.manager.status(b.did)
@@ -368,3 +374,27 @@ async def test_the_same_handler_on_the_loop_would_starve_them(start_peer: StartP
     await a.manager.send(b.did, frames.pdus([b"{}"]))
     await eventually(lambda: bool(a.offline_events()), within=20)
     assert "nothing received" in a.offline_events()[0].reason
+
+
+async def test_trust_0_stops_dialling_and_raising_it_reconnects_at_once(
+    start_peer: StartPeer,
+) -> None:
+    slow = TunnelConfig(ping_interval=0.1, silence_timeout=1.5, backoff_base=30, backoff_cap=60)
+    b = await start_peer()
+    a = await start_peer(config=slow)
+    a.trust.set(b.did, 0)
+    a.manager.set_peer_endpoints(b.did, [b.url])
+    await asyncio.sleep(0.3)
+    assert b.manager.status(a.did) is None  # never even dialled
+    a.trust.set(b.did, 1)
+    started = time.monotonic()
+    a.manager.trust_changed(b.did)
+    async with asyncio.timeout(10):
+        await a.manager.wait_online(b.did)
+    assert time.monotonic() - started < 5
+    a.trust.set(b.did, 0)
+    a.manager.trust_changed(b.did)
+    await eventually(lambda: bool(b.offline_events()))
+    assert b.offline_events()[0].code == 1008
+    await asyncio.sleep(0.3)
+    assert not a.manager.status(b.did).online  # type: ignore[union-attr]

@@ -7,7 +7,13 @@
 - the SQL is in ``cis.storage.anchor``.
 """
 
-from cis.anchor.client import AnchorClient, Discovery, PeersSnapshot, StaticDiscovery
+from cis.anchor.client import (
+    AnchorClient,
+    Discovery,
+    PeersSnapshot,
+    StaticDiscovery,
+    dial_peers,
+)
 from cis.anchor.errors import AnchorError, AnchorRefused, ClockSkew, InvalidRecord
 from cis.anchor.records import Heartbeat, anchor_name, build_heartbeat, parse_heartbeat
 
@@ -23,5 +29,6 @@ __all__ = [
     "StaticDiscovery",
     "anchor_name",
     "build_heartbeat",
+    "dial_peers",
     "parse_heartbeat",
 ]

@@ -18,7 +18,7 @@ import asyncio
 import inspect
 import json
 import ssl
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
@@ -67,6 +67,23 @@ class Discovery(Protocol):
 
 
 PeersCallback = Callable[[PeersSnapshot], Awaitable[None] | None]
+
+
+class PeerDialer(Protocol):
+    """The part of ``TunnelManager`` the anchor feeds."""
+
+    def set_peer_endpoints(self, did: str, endpoints: Iterable[str]) -> None: ...
+
+
+def dial_peers(dialer: PeerDialer) -> PeersCallback:
+    """An ``on_peers`` callback keeping a tunnel to every peer an anchor lists, at the
+    endpoints its own signed record gives (a new endpoint is dialled at once)."""
+
+    def on_peers(snapshot: PeersSnapshot) -> None:
+        for record in snapshot.peers:
+            dialer.set_peer_endpoints(record.did, record.endpoints)
+
+    return on_peers
 
 
 class AnchorClient:

@@ -15,9 +15,9 @@ States and transitions (``TRANSITIONS``)::
 Invariants:
 - ``peer`` is set exactly once, on entering OPEN, and only after the payload checks of
   ``handshake.verify_payload`` *and* the admission checks here: the DID is the one the dialler
-  expected (when it said), it is not this node's own identity, and the trust policy does not
-  give it level 0. ``Authenticated`` is then the first event; ``FrameReceived`` events only
-  ever follow it.
+  expected (when it said), it is not this node's own identity, the trust policy does not
+  give it level 0, and the node's ``Admission`` hook (if any) has no objection.
+  ``Authenticated`` is then the first event; ``FrameReceived`` events only ever follow it.
 - Every message ``data_to_send`` returns is at most 65,535 bytes: one Noise message.
 - Once CLOSED, input is ignored, ``send_frame`` raises, and exactly one ``Closed`` event has
   been emitted, carrying the close code and reason the shell puts on the WebSocket.
@@ -61,7 +61,7 @@ from cis.federation.handshake import (
     VerifiedPayload,
     verify_payload,
 )
-from cis.federation.trust import TrustPolicy
+from cis.federation.trust import Admission, TrustPolicy
 
 DH_LEN: Final = 32
 MESSAGE1_LEN: Final = DH_LEN
@@ -119,10 +119,12 @@ class TunnelConnection:
         trust: TrustPolicy,
         *,
         expected_did: str | None = None,
+        admission: Admission | None = None,
         max_frame: int = MAX_FRAME_BYTES,
     ) -> None:
         self.role = role
         self.expected_did = expected_did
+        self._admission = admission
         self._credentials = credentials
         self._trust = trust
         self._reassembler = Reassembler(max_frame)
@@ -262,6 +264,10 @@ class TunnelConnection:
             raise HandshakeFailed(CLOSE_POLICY, f"peer is {verified.did}, not {expected}")
         if int(self._trust.level(verified.did, verified.did_key)) <= 0:
             raise HandshakeFailed(CLOSE_POLICY, f"trust level 0 for {verified.did}")
+        if self._admission is not None:
+            refusal = self._admission(verified.did, verified.did_key, verified.public_key)
+            if refusal is not None:
+                raise HandshakeFailed(CLOSE_POLICY, refusal)
 
     def _advance(self) -> None:
         self.state = TRANSITIONS[(self.role, self.state)]

@@ -64,7 +64,7 @@ from cis.federation.frames import Frame, Request, Response
 from cis.federation.handshake import Credentials, PeerIdentity, StaticKey
 from cis.federation.reliability import ReliableStream
 from cis.federation.transport import MessageStream, StarletteStream, open_websocket
-from cis.federation.trust import TrustPolicy
+from cis.federation.trust import Admission, TrustPolicy
 from cis.federation.tunnel import CloseInfo, Tunnel
 from cis.identity.keys import NodeIdentity
 from cis.ids import Did, DidKey
@@ -160,8 +160,10 @@ class TunnelManager:
         handler_executor: Executor | None = None,
         ssl_context: ssl.SSLContext | None = None,
         rng: random.Random | None = None,
+        admission: Admission | None = None,
     ) -> None:
         self.identity = identity
+        self._admission = admission
         self.config = config if config is not None else TunnelConfig()
         self._trust = trust
         self._on_frame = on_frame
@@ -211,6 +213,13 @@ class TunnelManager:
         workers = [s.worker for s in self._sessions.values() if s.worker is not None]
         await asyncio.gather(*workers, return_exceptions=True)
 
+    def set_advertised_endpoints(self, endpoints: Sequence[str]) -> None:
+        """Change the endpoints this node's handshakes advertise (e.g. once its port is known);
+        tunnels opened from now on carry them. The X25519 static key stays the same."""
+        self.credentials = Credentials.create(
+            self.identity, self.credentials.static_key, [parse_endpoint(e) for e in endpoints]
+        )
+
     # ------------------------------------------------------------ whom to reach
 
     def add_peer(self, endpoint: str, expected_did: str | None = None) -> None:
@@ -253,7 +262,7 @@ class TunnelManager:
     def trust_changed(self, did: str) -> None:
         """Apply a trust change now: level 0 closes the tunnel; otherwise redial at once."""
         session = self._session_for(did)
-        if session is not None and self._blocked(session):
+        if session is not None and self._blocked(session.did, session):
             if session.tunnel is not None:
                 session.tunnel.close(CLOSE_POLICY, f"trust level 0 for {session.did}")
             return
@@ -391,16 +400,18 @@ class TunnelManager:
             log.warning("handshake_refused", remote=stream.remote, reason="too many handshakes")
             await stream.close(CLOSE_TRY_AGAIN, "too many handshakes in progress")
             return
-        connection = TunnelConnection(Role.RESPONDER, self.credentials, self._trust)
+        connection = TunnelConnection(
+            Role.RESPONDER, self.credentials, self._trust, admission=self._admission
+        )
         tunnel = Tunnel(stream, connection, config=self.config, clock=self._clock)
         async with self._handshake_slots:
             self._handshakes += 1
             try:
                 await tunnel.handshake()
             except HandshakeFailed as exc:
-                log.warning(
-                    "handshake_refused", remote=stream.remote, code=exc.code, reason=exc.reason
-                )
+                conflict = "identity conflict" in exc.reason
+                action = "identity_conflict" if conflict else "handshake_refused"
+                log.warning(action, remote=stream.remote, code=exc.code, reason=exc.reason)
                 return
             finally:
                 self._handshakes -= 1
@@ -442,7 +453,11 @@ class TunnelManager:
         self, stream: MessageStream, expected_did: str | None, endpoint: str | None
     ) -> Tunnel:
         connection = TunnelConnection(
-            Role.INITIATOR, self.credentials, self._trust, expected_did=expected_did
+            Role.INITIATOR,
+            self.credentials,
+            self._trust,
+            expected_did=expected_did,
+            admission=self._admission,
         )
         tunnel = Tunnel(
             stream, connection, config=self.config, clock=self._clock, endpoint=endpoint
@@ -473,7 +488,7 @@ class TunnelManager:
             if session is not None and session.tunnel is not None:
                 await self._sleep_or_wake(dialer, None)
                 continue
-            if session is not None and self._blocked(session):
+            if did is not None and self._blocked(did, session):
                 await self._sleep_or_wake(dialer, None)
                 continue
             if not dialer.endpoints:
@@ -619,11 +634,10 @@ class TunnelManager:
             return self._new_session(Did(did))
         return None
 
-    def _blocked(self, session: _Session) -> bool:
-        """Whether trust says level 0 for a peer whose keys we know."""
-        if session.did_key is None:
-            return False
-        return int(self._trust.level(session.did, session.did_key)) <= 0
+    def _blocked(self, did: Did, session: _Session | None) -> bool:
+        """Whether trust says level 0 for ``did`` (no tunnel either way)."""
+        did_key = session.did_key if session is not None else None
+        return int(self._trust.level(did, did_key)) <= 0
 
     def _status(self, session: _Session) -> PeerStatus:
         tunnel = session.tunnel

@@ -4,7 +4,12 @@ The levels are ``did_trust.trust_level`` (docs/ARCHITECTURE.md "Names"): 0 refus
 both ways, 1 and 2 allow it (what else they allow is the node's business, never whether an event
 is valid). The table lives in ``node.db``, owned by the node; the tunnel layer only asks.
 ``level`` is called on the event loop for every handshake, so implementations answer from
-memory.
+memory. ``did_key`` is None when only the ``did:cis`` is known (before dialling a peer met
+through the anchor or configuration); the handshake always asks again with both.
+
+``Admission`` is the other seam: a last word on an authenticated peer, returning a refusal
+reason or None. The node uses it for what only node.db knows, e.g. a ``node_id`` pinned to
+another key until ``cis-node trust rebind``.
 """
 
 from __future__ import annotations
@@ -23,8 +28,14 @@ class TrustLevel(IntEnum):
 
 
 class TrustPolicy(Protocol):
-    def level(self, did: Did, did_key: DidKey) -> int:
+    def level(self, did: Did, did_key: DidKey | None) -> int:
         """0, 1 or 2 for the peer named by ``did`` (whose key ``did_key`` names)."""
+        ...
+
+
+class Admission(Protocol):
+    def __call__(self, did: Did, did_key: DidKey, public_key: bytes) -> str | None:
+        """A reason to refuse this authenticated peer (closed with 1008), or None."""
         ...
 
 
@@ -38,7 +49,9 @@ class StaticTrust:
     def set(self, did: str, level: int) -> None:
         self._levels[did] = TrustLevel(level)
 
-    def level(self, did: Did, did_key: DidKey) -> int:
+    def level(self, did: Did, did_key: DidKey | None) -> int:
         if did in self._levels:
             return self._levels[did]
-        return self._levels.get(did_key, self.default)
+        if did_key is not None and did_key in self._levels:
+            return self._levels[did_key]
+        return self.default

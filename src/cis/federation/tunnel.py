@@ -298,7 +298,8 @@ class Tunnel:
         while pending:
             for event in pending:
                 if isinstance(event, FrameReceived):
-                    if self.close_info is None:
+                    # After a failure the rest of the batch is dropped; its Closed event follows.
+                    if self.is_open:
                         await self._handle_frame(event.frame)
                 elif isinstance(event, Closed):
                     self._finish(CloseInfo(event.code, event.reason, event.by_peer))

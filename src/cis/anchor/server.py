@@ -89,14 +89,18 @@ def serve(
             timeout_keep_alive=5,
             timeout_graceful_shutdown=5,
         )
-        # uvicorn shuts down gracefully on SIGTERM, then re-raises it under the handler that
-        # was in place before it started: make that one a no-op so SIGTERM exits with 0.
-        previous = signal.signal(signal.SIGTERM, lambda _sig, _frame: None)
+        # uvicorn shuts down gracefully on SIGTERM/SIGINT, then re-raises the signal under the
+        # handler that was in place before it started: make those no-ops so a stop exits 0.
+        previous = {
+            sig: signal.signal(sig, lambda _sig, _frame: None)
+            for sig in (signal.SIGTERM, signal.SIGINT)
+        }
         try:
             log.info("anchor_listening", url=f"{scheme}://{shown}:{port}", db=str(db))
             uvicorn.Server(uvicorn_config).run(sockets=[sock])
         finally:
-            signal.signal(signal.SIGTERM, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
         log.info("anchor_stopped")
     finally:
         store.close()

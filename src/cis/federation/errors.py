@@ -12,7 +12,8 @@
 
 Close codes (RFC 6455 §7.4.1; docs/federation.md "Closing"): 1000 normal closure (also
 ``"duplicate"``), 1002 protocol error, 1008 policy violation (authentication, trust), 1009
-message too big, 1013 try again later (too many handshakes in progress). A reason is at most
+message too big, 1011 internal error (a bug on the closing side), 1013 try again later (too
+many handshakes in progress). A reason is at most
 123 bytes of UTF-8 (RFC 6455 §5.5: a control frame's payload is at most 125 bytes, two of which
 are the code).
 """
@@ -28,6 +29,7 @@ CLOSE_GOING_AWAY: Final = 1001
 CLOSE_PROTOCOL: Final = 1002
 CLOSE_POLICY: Final = 1008
 CLOSE_TOO_BIG: Final = 1009
+CLOSE_INTERNAL_ERROR: Final = 1011
 CLOSE_TRY_AGAIN: Final = 1013
 MAX_REASON_BYTES: Final = 123
 

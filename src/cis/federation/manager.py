@@ -283,7 +283,7 @@ class TunnelManager:
         oldest frames past its bounds (``OutboxOverflow``). Raises ``PeerUnknown`` for a peer
         never seen nor configured, ``FrameTooLarge`` over 1 MiB.
         """
-        session = self._session_for(did)
+        session = self._session_for(did, create=True)
         if session is None:
             raise PeerUnknown(f"no session with {did}")
         copy = Frame()
@@ -309,7 +309,7 @@ class TunnelManager:
     async def request(self, did: str, request: Request) -> Response:
         """Send ``request`` and wait for its response (``Response.error`` included), at most
         ``config.request_timeout`` (wrap the call in ``asyncio.timeout`` for less)."""
-        session = self._session_for(did)
+        session = self._session_for(did, create=True)
         if session is None:
             raise PeerUnknown(f"no session with {did}")
         request_id = session.next_request_id
@@ -620,7 +620,9 @@ class TunnelManager:
         self._sessions[did] = session
         return session
 
-    def _session_for(self, did: str) -> _Session | None:
+    def _session_for(self, did: str, *, create: bool = False) -> _Session | None:
+        """The session for ``did`` (either form); with ``create``, also for a peer a dialler
+        was told about but never met, so frames can wait in its outbox."""
         session = self._sessions.get(Did(did))
         if session is not None:
             return session
@@ -629,8 +631,11 @@ class TunnelManager:
                 if candidate.did_key == did:
                     return candidate
             return None
-        # A peer we are told about before ever meeting it: frames wait in its outbox.
-        if did.startswith("did:cis:") and any(d.did == did for d in self._dialers.values()):
+        if (
+            create
+            and did.startswith("did:cis:")
+            and any(d.did == did for d in self._dialers.values())
+        ):
             return self._new_session(Did(did))
         return None
 

@@ -40,6 +40,7 @@ from cis.federation.connection import (
     TunnelConnection,
 )
 from cis.federation.errors import (
+    CLOSE_INTERNAL_ERROR,
     CLOSE_NORMAL,
     CLOSE_POLICY,
     CLOSE_PROTOCOL,
@@ -51,8 +52,11 @@ from cis.federation.errors import (
 from cis.federation.frames import Frame
 from cis.federation.handshake import PeerIdentity
 from cis.federation.transport import MessageStream, StreamClosed
+from cis.log import get_logger
 
 _MAX_OUTSTANDING_PINGS: Final = 16
+
+log = get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,6 +276,10 @@ class Tunnel:
             except StreamClosed as exc:
                 self._finish(CloseInfo(exc.code, exc.reason, by_peer=True))
                 return
+            except Exception:  # the transport broke in a way it did not report as a close
+                log.exception("tunnel_writer_failed", remote=self.remote)
+                self._finish(CloseInfo(CLOSE_INTERNAL_ERROR, "write failed", by_peer=False))
+                return
             if self._closing.is_set():
                 info = self._close_info()
                 await self.stream.close(info.code, info.reason)
@@ -292,6 +300,10 @@ class Tunnel:
         except TunnelError as exc:  # a text message from the stream
             conn.fail(exc.code, exc.reason)
             await self._process(conn.events_received())
+        except Exception:  # a bug: close this tunnel rather than leave it hanging half-alive
+            log.exception("tunnel_reader_failed", remote=self.remote)
+            conn.fail(CLOSE_INTERNAL_ERROR, "internal error")
+            self._finish(CloseInfo(CLOSE_INTERNAL_ERROR, "internal error", by_peer=False))
 
     async def _process(self, events: list[Event]) -> None:
         pending = list(events)

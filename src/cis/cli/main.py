@@ -49,6 +49,7 @@ _SUBCOMMAND_MODULES: tuple[str, ...] = (
     "status",
     "backup",
     "restore",
+    "anchor",
 )
 
 

@@ -1,5 +1,6 @@
 """Use cases shared by the HTTP API, federation and skills (see docs/ARCHITECTURE.md).
 
-One module per concept; each handler takes its stores and collaborators in its constructor
-(only ``cis.node`` constructs them) and reports refusals as ``cis.handlers.errors.ApiError``.
+Handlers hold the logic between routes (which parse, authenticate and serialise) and stores
+(which hold the SQL); only ``cis.node`` constructs them. One module per concept; refusals are
+``cis.handlers.errors.ApiError`` (Matrix errcodes).
 """

@@ -1,0 +1,28 @@
+"""The node's ASGI application: every route on one port.
+
+Only ``cis.node`` calls ``create_app``, with the handlers it built; later issues add their
+routers here (Matrix Client-Server under ``/_matrix/client``, federation, the web admin).
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from cis import __version__
+from cis.api.admin import AdminAuth, admin_router
+from cis.api.errors import install_error_handlers
+from cis.handlers.admin import AdminHandler
+from cis.handlers.status import StatusHandler
+
+
+def create_app(*, status: StatusHandler, admin: AdminHandler, admin_token: str) -> FastAPI:
+    app = FastAPI(
+        title="cis-node",
+        version=__version__,
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
+    )
+    install_error_handlers(app)
+    app.include_router(admin_router(status, admin, AdminAuth(admin_token)))
+    return app

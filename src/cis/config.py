@@ -1,0 +1,235 @@
+"""The node's configuration: flags > environment > ``$HOME/config.toml`` > defaults.
+
+Every setting is declared once in ``SETTINGS`` (its TOML section and key, environment variable,
+command-line flag, default and parser), so the four sources cannot drift apart. The file is read
+with the standard ``tomllib``; an unknown section or key, or a bad value, is a one-line
+``ConfigError`` naming where it came from. ``cis-node run --print-config`` shows the result
+with the source of every value::
+
+    [node]
+    listen = "127.0.0.1:8484"        # default
+    log_level = "debug"              # env CIS_LOG_LEVEL
+
+To add a setting: a field on ``Config`` and a ``Setting`` in ``SETTINGS``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from cis.errors import CisError
+from cis.home import Home
+from cis.storage.sqlite import Synchronous
+
+__all__ = ["SETTINGS", "Config", "ConfigError", "ListenAddress", "load_config", "render_config"]
+
+
+class ConfigError(CisError):
+    """A configuration value (from any source) that cannot be used."""
+
+
+@dataclass(frozen=True, slots=True)
+class ListenAddress:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    @classmethod
+    def parse(cls, text: str) -> ListenAddress:
+        """``HOST:PORT`` or ``[IPv6]:PORT``; port 0 asks the system for a free one."""
+        if not isinstance(text, str) or not text:
+            raise ValueError("expected HOST:PORT, e.g. 127.0.0.1:8484 or [::1]:8484")
+        if text.startswith("["):
+            host, sep, port = text[1:].partition("]:")
+            if not sep:
+                raise ValueError("expected [IPv6]:PORT, e.g. [::1]:8484")
+            try:
+                ipaddress.IPv6Address(host)
+            except ValueError as exc:
+                raise ValueError(f"{host!r} is not an IPv6 address") from exc
+        else:
+            host, sep, port = text.rpartition(":")
+            if not sep or not host:
+                raise ValueError("expected HOST:PORT, e.g. 127.0.0.1:8484 or [::1]:8484")
+            if ":" in host:
+                raise ValueError("put an IPv6 address in brackets: [::1]:8484")
+            if any(c.isspace() or c in "/?#@" for c in host):
+                raise ValueError(f"{host!r} is not a host name or address")
+        if not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError(f"port must be a number from 0 to 65535, not {port!r}")
+        return cls(host, int(port))
+
+
+LOG_LEVELS: Final = ("debug", "info", "warning", "error")
+
+
+def _listen(value: object) -> ListenAddress:
+    if isinstance(value, ListenAddress):
+        return value
+    return ListenAddress.parse(str(value) if not isinstance(value, str) else value)
+
+
+def _log_level(value: object) -> str:
+    level = str(value).lower()
+    if level not in LOG_LEVELS:
+        raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
+    return level
+
+
+def _synchronous(value: object) -> Synchronous:
+    try:
+        return Synchronous(str(value).upper())
+    except ValueError as exc:
+        raise ValueError("must be NORMAL or FULL") from exc
+
+
+def _int_between(low: int, high: int) -> Callable[[object], int]:
+    def parse(value: object) -> int:
+        if isinstance(value, bool):
+            raise ValueError("must be an integer")
+        try:
+            number = int(value) if isinstance(value, int | str) else None
+        except ValueError:
+            number = None
+        if number is None or not low <= number <= high:
+            raise ValueError(f"must be an integer from {low} to {high}")
+        return number
+
+    return parse
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    section: str
+    key: str
+    env: str
+    flag: str | None
+    default: object
+    parse: Callable[[object], object]
+    help: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.section}.{self.key}"
+
+
+SETTINGS: Final[tuple[Setting, ...]] = (
+    Setting(
+        "node", "listen", "CIS_LISTEN", "--listen", "127.0.0.1:8484", _listen,
+        "HOST:PORT the HTTP server binds (port 0: any free port; [::1]:PORT for IPv6)",
+    ),
+    Setting(
+        "node", "log_level", "CIS_LOG_LEVEL", "--log-level", "info", _log_level,
+        "debug, info, warning or error",
+    ),
+    Setting(
+        "storage", "room_synchronous", "CIS_ROOM_SYNCHRONOUS", None, "NORMAL", _synchronous,
+        "NORMAL or FULL for room databases (node.db is always FULL)",
+    ),
+    Setting(
+        "storage", "max_open_rooms", "CIS_MAX_OPEN_ROOMS", None, 0, _int_between(0, 100_000),
+        "room databases open at once; 0: min(256, (RLIMIT_NOFILE - 64) / 6)",
+    ),
+    Setting(
+        "storage", "room_cache_kib", "CIS_ROOM_CACHE_KIB", None, 256, _int_between(64, 1 << 20),
+        "SQLite page cache per room connection, in KiB",
+    ),
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    listen: ListenAddress
+    log_level: str
+    room_synchronous: Synchronous
+    max_open_rooms: int
+    room_cache_kib: int
+    sources: Mapping[str, str]
+    """Where each setting came from: ``default``, ``file``, ``env CIS_…`` or ``flag --…``."""
+
+
+def load_config(
+    home: Home,
+    *,
+    flags: Mapping[str, object | None] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Resolve every setting. ``flags`` maps flag names (``--listen``) to given values."""
+    flags = flags or {}
+    environ = os.environ if environ is None else environ
+    from_file = _read_file(home.config)
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for setting in SETTINGS:
+        raw: object = setting.default
+        source = "default"
+        if setting.name in from_file:
+            raw, source = from_file[setting.name], "file"
+        if setting.env in environ:
+            raw, source = environ[setting.env], f"env {setting.env}"
+        if setting.flag is not None and flags.get(setting.flag) is not None:
+            raw, source = flags[setting.flag], f"flag {setting.flag}"
+        where = home.config.name if source == "file" else source
+        try:
+            values[setting.key] = setting.parse(raw)
+        except ValueError as exc:
+            raise ConfigError(f"{setting.name} ({where}): {exc}") from None
+        sources[setting.name] = source
+    return Config(**values, sources=sources)
+
+
+def _read_file(path: Path) -> dict[str, object]:
+    try:
+        text = path.read_bytes()
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        document = tomllib.loads(text.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    known = {s.name for s in SETTINGS}
+    sections = {s.section for s in SETTINGS}
+    flat: dict[str, object] = {}
+    for section, table in document.items():
+        if section not in sections or not isinstance(table, dict):
+            raise ConfigError(f"{path}: unknown section [{section}]")
+        for key, value in table.items():
+            name = f"{section}.{key}"
+            if name not in known:
+                raise ConfigError(f"{path}: unknown setting {name}")
+            flat[name] = value
+    return flat
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    text = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{text}"'
+
+
+def render_config(config: Config) -> str:
+    """The effective configuration as TOML, each value followed by its source."""
+    lines = ["# cis-node effective configuration: flags > environment > config.toml > defaults"]
+    section = None
+    for setting in SETTINGS:
+        if setting.section != section:
+            section = setting.section
+            lines.append("")
+            lines.append(f"[{section}]")
+        value = getattr(config, setting.key)
+        shown = _toml_value(str(value) if not isinstance(value, int) else value)
+        lines.append(f"{setting.key} = {shown}  # {config.sources[setting.name]}")
+    return "\n".join(lines) + "\n"

@@ -63,6 +63,7 @@ async def test_per_user_bound_wakes_the_oldest() -> None:
     other = notifier.listen(B, [R1])
     third = notifier.listen(A, [R2])
     assert first.woken and not second.woken and not third.woken and not other.woken
+    assert first.superseded and not second.superseded
     assert notifier.waiting(A) == 2
     for listener in (second, third, other):
         listener.close()

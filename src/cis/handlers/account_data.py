@@ -14,6 +14,7 @@ from cis.handlers.errors import ApiError, Errcode
 from cis.handlers.filters import Filter, parse_filter
 from cis.handlers.notifier import Notifier
 from cis.handlers.push_rules import PUSH_RULES_ACCOUNT_DATA_TYPE, push_rules_response
+from cis.handlers.stream_counters import StreamCounters
 from cis.ids import RoomId, UserId
 from cis.storage.client.account_data import AccountDataStore
 
@@ -22,15 +23,12 @@ MAX_TYPE_LENGTH: Final = 255
 
 
 class AccountDataHandler:
-    def __init__(self, store: AccountDataStore, notifier: Notifier) -> None:
+    def __init__(
+        self, store: AccountDataStore, notifier: Notifier, counters: StreamCounters
+    ) -> None:
         self._store = store
         self._notifier = notifier
-        self._position: int | None = None
-
-    async def position(self) -> int:
-        if self._position is None:
-            self._position = await self._store.position()
-        return self._position
+        self._counters = counters
 
     async def put(
         self,
@@ -48,7 +46,7 @@ class AccountDataHandler:
                 Errcode.BAD_JSON, "This account data type is managed by the server", status=405
             )
         position = await self._store.put(user_id, room_id, data_type, content)
-        self._position = max(position, self._position or 0)
+        self._counters.advance("account_data", position)
         self._notifier.notify_user(user_id)
         return position
 

@@ -31,6 +31,7 @@ from cis.handlers.auth_requests import (
 from cis.handlers.errors import ApiError, Errcode
 from cis.handlers.passwords import PasswordHasher
 from cis.handlers.ratelimit import RateLimiter
+from cis.handlers.stream_counters import StreamCounters
 from cis.handlers.uia import DUMMY, PASSWORD, UiaSessions
 from cis.ids import DeviceId, ServerName, UserId
 from cis.storage.client.accounts import AccountStore, DeviceRecord, UserExists
@@ -64,7 +65,9 @@ class AccountHandler:
         limits: AccountLimits,
         clock: Clock,
         open_registration: bool,
+        counters: StreamCounters,
     ) -> None:
+        self._counters = counters
         self._server_name = server_name
         self._accounts = accounts
         self._e2e = e2e
@@ -125,7 +128,7 @@ class AccountHandler:
         self._uia.complete(request.session)
         if request.inhibit_login:
             return {"user_id": user_id}
-        await self._e2e.mark_device_list_change(user_id)
+        self._counters.advance("device_lists", await self._e2e.mark_device_list_change(user_id))
         return {"user_id": user_id, "device_id": device_id, "access_token": token}
 
     async def _free_id(self) -> str:
@@ -185,7 +188,7 @@ class AccountHandler:
             ip=ip or None,
         )
         if created:
-            await self._e2e.mark_device_list_change(user_id)
+            self._counters.advance("device_lists", await self._e2e.mark_device_list_change(user_id))
         return {
             "user_id": user_id,
             "device_id": device_id,
@@ -205,7 +208,7 @@ class AccountHandler:
         deleted, hashes = await self._accounts.delete_devices(user_id, device_ids)
         self._auth.forget(hashes)
         if deleted:
-            await self._e2e.mark_device_list_change(user_id)
+            self._counters.advance("device_lists", await self._e2e.mark_device_list_change(user_id))
 
     async def devices(self, requester: Requester) -> list[DeviceRecord]:
         return await self._accounts.list_devices(requester.user_id)
@@ -248,3 +251,40 @@ class AccountHandler:
         session = auth.get("session")
         self._uia.complete(session if isinstance(session, str) else None)
         await self._delete_devices(requester.user_id, device_ids)
+
+
+class UserAdmin:
+    """Accounts as the admin API (and ``cis-node user``) manage them."""
+
+    def __init__(self, accounts: AccountHandler, store: AccountStore, node_did: str) -> None:
+        self._accounts = accounts
+        self._store = store
+        self._did = node_did
+
+    async def create(self, body: dict[str, Any]) -> dict[str, Any]:
+        localpart = body.get("localpart")
+        password = body.get("password")
+        admin = body.get("admin", False)
+        if not isinstance(localpart, str):
+            raise ApiError(Errcode.MISSING_PARAM, "Missing localpart")
+        if password is not None and not isinstance(password, str):
+            raise ApiError(Errcode.INVALID_PARAM, "Invalid password")
+        if not isinstance(admin, bool):
+            raise ApiError(Errcode.INVALID_PARAM, "Invalid admin flag")
+        user_id = await self._accounts.create_user(localpart, password, admin=admin)
+        return await self.get(user_id)
+
+    async def get(self, user_id: str) -> dict[str, Any]:
+        user = await self._store.get_user(user_id)
+        if user is None:
+            raise ApiError(Errcode.NOT_FOUND, "Unknown user")
+        return {
+            "user_id": user.user_id,
+            "did": self._did,
+            "admin": user.admin,
+            "system": user.system,
+            "can_login": user.password_hash is not None,
+            "displayname": user.displayname,
+            "deactivated": user.deactivated,
+            "created_ts": user.created_ts,
+        }

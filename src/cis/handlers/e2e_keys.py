@@ -10,12 +10,13 @@ query for them reports the server in ``failures``.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Final
 
 from cis.handlers.auth import Requester
 from cis.handlers.errors import ApiError, Errcode
 from cis.handlers.notifier import Notifier
+from cis.handlers.stream_counters import StreamCounters
 from cis.ids import DeviceId, ServerName, UserId
 from cis.storage.client.accounts import AccountStore
 from cis.storage.client.e2e import E2eStore
@@ -25,6 +26,7 @@ MAX_QUERY_USERS: Final = 1000
 MAX_TO_DEVICE_TARGETS: Final = 1000
 MAX_ID_LENGTH: Final = 255
 MAX_RECENT_TXNS: Final = 10_000
+MAX_CACHED_DEVICES: Final = 100_000
 
 
 def _bad(message: str) -> ApiError:
@@ -60,17 +62,51 @@ def _server_of(user_id: UserId) -> str:
     return user_id.split(":", 1)[1]
 
 
+SharingRooms = Callable[[UserId, Sequence[UserId]], Awaitable[set[UserId]]]
+"""``(user, others) -> those of others who share a joined room with user``."""
+
+
+class KeyCounts:
+    """Per device, its unclaimed one-time key counts and unused fallback key types, as
+    ``/sync`` reports them; cached, and dropped when that device's keys change (an upload by
+    it, a claim of its keys)."""
+
+    def __init__(self, store: E2eStore) -> None:
+        self._store = store
+        self._cache: dict[tuple[str, str], tuple[dict[str, int], list[str]]] = {}
+
+    async def get(self, user_id: UserId, device_id: DeviceId) -> tuple[dict[str, int], list[str]]:
+        key = (user_id, device_id)
+        cached = self._cache.get(key)
+        if cached is None:
+            cached = await self._store.key_counts_and_fallbacks(user_id, device_id)
+            if len(self._cache) > MAX_CACHED_DEVICES:
+                self._cache.clear()
+            self._cache[key] = cached
+        return dict(cached[0]), list(cached[1])
+
+    def forget(self, user_id: str, device_id: str) -> None:
+        self._cache.pop((user_id, device_id), None)
+
+
 class E2eKeysHandler:
     def __init__(
         self,
         store: E2eStore,
+        *,
         accounts: AccountStore,
         notifier: Notifier,
         server_name: ServerName,
+        counters: StreamCounters,
+        key_counts: KeyCounts,
+        sharing: SharingRooms,
     ) -> None:
+        self._key_counts = key_counts
+        self._sharing = sharing
         self._store = store
         self._accounts = accounts
         self._notifier = notifier
+        self._counters = counters
         self._server_name = server_name
         # Recent (user, device, txn id) of sendToDevice, so a retried request is not queued
         # twice (Client-Server API §"Transaction identifiers"); bounded, in memory.
@@ -90,6 +126,7 @@ class E2eKeysHandler:
                 device_keys.get("algorithms"), list
             ):
                 raise _bad("device_keys needs keys and algorithms")
+        self._key_counts.forget(requester.user_id, requester.device_id)
         counts = await self._store.upload(
             requester.user_id,
             requester.device_id,
@@ -99,6 +136,7 @@ class E2eKeysHandler:
         )
         if device_keys is not None:
             # Other users learn of the change through device_lists.changed in /sync.
+            self._counters.advance("device_lists", await self._store.device_list_position())
             self._notifier.notify_user(requester.user_id)
         counts.setdefault("signed_curve25519", 0)
         return {"one_time_key_counts": counts}
@@ -143,6 +181,9 @@ class E2eKeysHandler:
                 continue
             wanted[user_id] = {DeviceId(d): a for d, a in devices.items()}
         claimed = await self._store.claim(wanted) if wanted else {}
+        for user_id, devices in wanted.items():
+            for device_id in devices:
+                self._key_counts.forget(user_id, device_id)
         return {"one_time_keys": claimed, "failures": failures}
 
     async def send_to_device(
@@ -174,11 +215,17 @@ class E2eKeysHandler:
                 if len(queued) > MAX_TO_DEVICE_TARGETS:
                     raise ApiError(Errcode.INVALID_PARAM, "Too many to-device targets")
         if queued:
-            await self._store.queue_to_device(requester.user_id, event_type, queued)
+            last = await self._store.queue_to_device(requester.user_id, event_type, queued)
+            self._counters.advance("to_device", last)
             self._notifier.notify_users({user for user, _, _ in queued})
         self._recent_txns[txn_key] = None
         while len(self._recent_txns) > MAX_RECENT_TXNS:
             self._recent_txns.popitem(last=False)
 
-    async def changes(self, since: int, until: int) -> set[UserId]:
-        return await self._store.device_list_changes(since, until)
+    async def changes(self, requester: Requester, since: int, until: int) -> list[str]:
+        """Users whose devices changed in ``(since, until]`` and who share a room with the
+        requester (or are the requester): whose keys a client must fetch again."""
+        changed = await self._store.device_list_changes(since, until)
+        others = [u for u in changed if u != requester.user_id]
+        sharing = await self._sharing(requester.user_id, others)
+        return sorted(str(u) for u in sharing | ({requester.user_id} & changed))

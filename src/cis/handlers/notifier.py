@@ -32,7 +32,7 @@ DEFAULT_MAX_PER_USER: Final = 8
 class Listener:
     """One waiting ``/sync``; use as a context manager so it is always unregistered."""
 
-    __slots__ = ("_future", "_notifier", "_rooms", "_user", "woken")
+    __slots__ = ("_future", "_notifier", "_rooms", "_user", "superseded", "woken")
 
     def __init__(self, notifier: Notifier, user_id: UserId, rooms: tuple[RoomId, ...]) -> None:
         self._notifier = notifier
@@ -40,6 +40,9 @@ class Listener:
         self._rooms = rooms
         self._future: asyncio.Future[None] | None = None
         self.woken = False
+        self.superseded = False
+        """Woken to make room for a newer wait of the same user: answer now, do not wait
+        again."""
 
     @property
     def user_id(self) -> UserId:
@@ -98,10 +101,13 @@ class Notifier:
         listener = Listener(self, user_id, tuple(room_ids))
         if self._closed:
             listener.woken = True
+            listener.superseded = True
             return listener
         mine = self._by_user.setdefault(user_id, {})
         while len(mine) >= self._max_per_user:
-            next(iter(mine)).wake()
+            oldest = next(iter(mine))
+            oldest.superseded = True
+            oldest.wake()
         mine[listener] = None
         for room_id in listener.rooms:
             self._by_room.setdefault(room_id, {})[listener] = None
@@ -134,7 +140,12 @@ class Notifier:
         self._closed = True
         for waiting in list(self._by_user.values()):
             for listener in list(waiting):
+                listener.superseded = True
                 listener.wake()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def waiting(self, user_id: UserId | None = None) -> int:
         """How many listeners wait (for ``user_id``, or in all)."""

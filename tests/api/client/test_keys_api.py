@@ -121,8 +121,25 @@ async def test_send_to_device_is_idempotent_and_wakes(h: Harness) -> None:
     def count(conn: Any) -> int:
         return int(conn.execute("SELECT COUNT(*) FROM cs_to_device").fetchone()[0])
 
-    assert await h.db.read("count", count) == 1
+    assert await h.db.run_read("count", count) == 1
     r = await h.client.put(
         f"{V3}/sendToDevice/m.test/txn2", headers=auth(alice["access_token"]), json={"messages": []}
     )
     assert r.json()["errcode"] == "M_BAD_JSON"
+
+
+async def test_keys_changes_only_for_users_sharing_a_room(h: Harness) -> None:
+    alice = await h.register("alice")
+    bob = await h.register("bob")
+    query = f"{V3}/keys/changes?from=s0_0_0_0_0_0&to=s0_0_0_0_0_999"
+    changed = (await h.client.get(query, headers=auth(alice["access_token"]))).json()["changed"]
+    assert bob["user_id"] not in changed  # no room in common
+    r = await h.client.post(
+        f"{V3}/createRoom", headers=auth(alice["access_token"]), json={"preset": "public_chat"}
+    )
+    await h.client.post(f"{V3}/join/{r.json()['room_id']}", headers=auth(bob["access_token"]))
+    from tests.api.client.rooms_helpers import settle
+
+    await settle(h)
+    changed = (await h.client.get(query, headers=auth(alice["access_token"]))).json()["changed"]
+    assert bob["user_id"] in changed and alice["user_id"] in changed

@@ -5,14 +5,14 @@ import pytest
 from cis.ids import RoomId, UserId
 from cis.storage.client.account_data import MAX_FILTERS_PER_USER, AccountDataStore, AliasTaken
 from cis.storage.client.receipts import ReceiptStore
-from tests.storage.client.conftest import SerialDb
+from cis.storage.database import Database
 
 A = UserId("@a:x")
 B = UserId("@b:x")
 R = RoomId("!r:x")
 
 
-async def test_account_data_positions(db: SerialDb) -> None:
+async def test_account_data_positions(db: Database) -> None:
     store = AccountDataStore(db)
     assert await store.position() == 0
     p1 = await store.put(A, None, "m.direct", {"@b:x": ["!r:x"]})
@@ -27,7 +27,7 @@ async def test_account_data_positions(db: SerialDb) -> None:
     assert await store.since(A, p3) == []
 
 
-async def test_filters_dedupe_and_bound(db: SerialDb) -> None:
+async def test_filters_dedupe_and_bound(db: Database) -> None:
     store = AccountDataStore(db)
     first = await store.add_filter(A, {"room": {"timeline": {"limit": 1}}})
     assert await store.add_filter(A, {"room": {"timeline": {"limit": 1}}}) == first
@@ -40,7 +40,7 @@ async def test_filters_dedupe_and_bound(db: SerialDb) -> None:
     assert len(kept) <= MAX_FILTERS_PER_USER
 
 
-async def test_aliases(db: SerialDb) -> None:
+async def test_aliases(db: Database) -> None:
     store = AccountDataStore(db)
     await store.add_alias("#a:x", R, A, 1)
     with pytest.raises(AliasTaken):
@@ -52,7 +52,7 @@ async def test_aliases(db: SerialDb) -> None:
     assert await store.get_alias("#a:x") is None
 
 
-async def test_receipts_replace_and_advance(db: SerialDb) -> None:
+async def test_receipts_replace_and_advance(db: Database) -> None:
     from cis.ids import EventId
 
     store = ReceiptStore(db)

@@ -5,7 +5,7 @@ import sqlite3
 from cis.ids import DeviceId, UserId
 from cis.storage.client.accounts import AccountStore
 from cis.storage.client.e2e import MAX_TO_DEVICE_PER_DEVICE, E2eStore, queue_to_device_txn
-from tests.storage.client.conftest import SerialDb
+from cis.storage.database import Database
 
 A = UserId("@a:x")
 B = UserId("@b:x")
@@ -13,7 +13,7 @@ DA = DeviceId("ADEV")
 DB = DeviceId("BDEV")
 
 
-async def setup(db: SerialDb) -> E2eStore:
+async def setup(db: Database) -> E2eStore:
     accounts = AccountStore(db)
     for user, device in ((A, DA), (B, DB)):
         await accounts.create_user(user, "h", admin=False, now_ms=1)
@@ -28,7 +28,7 @@ async def setup(db: SerialDb) -> E2eStore:
     return E2eStore(db)
 
 
-async def test_upload_query_claim(db: SerialDb) -> None:
+async def test_upload_query_claim(db: Database) -> None:
     store = await setup(db)
     keys = {
         "user_id": A,
@@ -67,7 +67,7 @@ async def test_upload_query_claim(db: SerialDb) -> None:
     assert await store.claim({B: {DB: "signed_curve25519"}}) == {}
 
 
-async def test_to_device_queue(db: SerialDb) -> None:
+async def test_to_device_queue(db: Database) -> None:
     store = await setup(db)
     last = await store.queue_to_device(
         A, "m.room_key_request", [(B, DB, {"n": 1}), (B, DB, {"n": 2})]
@@ -81,7 +81,7 @@ async def test_to_device_queue(db: SerialDb) -> None:
     assert [m.content for m in await store.to_device_since(B, DB, 0, last, 100)] == [{"n": 2}]
 
 
-async def test_to_device_queue_is_bounded(db: SerialDb) -> None:
+async def test_to_device_queue_is_bounded(db: Database) -> None:
     await setup(db)
     batch = [(B, DB, {"n": i}) for i in range(60)]
 
@@ -90,14 +90,14 @@ async def test_to_device_queue_is_bounded(db: SerialDb) -> None:
             conn, sender=A, event_type="x", messages=batch, max_per_device=50
         )
 
-    last = await db.run_interaction("queue", txn)
+    last = await db.run_interaction("queue", txn)  # type: ignore[arg-type]
     pending = await E2eStore(db).to_device_since(B, DB, 0, last, 1000)
     assert len(pending) == 50
     assert pending[0].content == {"n": 10} and pending[-1].content == {"n": 59}
     assert MAX_TO_DEVICE_PER_DEVICE >= 1000
 
 
-async def test_deleting_a_device_drops_its_keys(db: SerialDb) -> None:
+async def test_deleting_a_device_drops_its_keys(db: Database) -> None:
     store = await setup(db)
     await store.upload(A, DA, {"keys": {}}, {("alg", "k"): "plain"}, {})
     await AccountStore(db).delete_devices(A, [DA])

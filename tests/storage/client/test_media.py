@@ -8,7 +8,7 @@ import pytest
 
 from cis.ids import UserId
 from cis.storage.client.media import BlobDir, BlobTooLarge, MediaRecord, MediaStore, new_media_id
-from tests.storage.client.conftest import SerialDb
+from cis.storage.database import Database
 
 
 async def chunks(*parts: bytes) -> AsyncIterator[bytes]:
@@ -37,7 +37,7 @@ async def test_blob_limit_leaves_nothing(tmp_path: Path) -> None:
         blobs.path_for("../../etc/passwd")
 
 
-async def test_media_rows(db: SerialDb) -> None:
+async def test_media_rows(db: Database) -> None:
     store = MediaStore(db)
     media_id = new_media_id()
     record = MediaRecord(media_id, "a" * 64, "image/png", "cat.png", 3, UserId("@a:x"), 5)

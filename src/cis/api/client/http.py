@@ -352,3 +352,24 @@ async def _send_response(send: Send, response: Response, head_only: bool) -> Non
     async for chunk in response.chunks:
         await send({"type": "http.response.body", "body": chunk, "more_body": True})
     await send({"type": "http.response.body", "body": b""})
+
+
+class ClientApiDispatch:
+    """One ASGI app for the port: Client-Server paths to ``client``, the rest to ``other``.
+
+    ``/_matrix/…`` and ``/.well-known/matrix/…`` never pass through the other app's middleware
+    (its validation errors would not be Matrix errors, and it costs time on every send).
+    """
+
+    def __init__(self, client: ClientApiApp, other: Any) -> None:
+        self._client = client
+        self._other = other
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        path: str = scope.get("path", "")
+        if scope["type"] == "http" and (
+            path.startswith("/_matrix/") or path.startswith("/.well-known/matrix/")
+        ):
+            await self._client(scope, receive, send)
+        else:
+            await self._other(scope, receive, send)

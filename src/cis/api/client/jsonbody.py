@@ -93,3 +93,14 @@ def parse_json_object(
     if not isinstance(value, dict):
         raise ApiError(Errcode.BAD_JSON, "Content must be a JSON object")
     return value
+
+
+def parse_query_json(text: str, name: str) -> object:
+    """JSON passed in a query parameter (``filter={...}``): ``M_INVALID_PARAM`` if it is not
+    JSON, the same depth and text checks as bodies otherwise."""
+    try:
+        return parse_json(text.encode("utf-8"))
+    except ApiError as exc:
+        if exc.errcode == Errcode.NOT_JSON:
+            raise ApiError(Errcode.INVALID_PARAM, f"Parameter {name} is not valid JSON") from None
+        raise

@@ -28,11 +28,11 @@ def register_key_routes(
         return json_response(await keys.claim(request.json()))
 
     async def changes(request: Request) -> Response:
-        await ctx.requester(request)
+        requester = await ctx.requester(request)
         since = StreamToken.parse(require_str(request.query, "from"))
         until = StreamToken.parse(require_str(request.query, "to"))
-        changed = await keys.changes(since.device_lists, until.device_lists)
-        return json_response({"changed": sorted(changed), "left": []})
+        changed = await keys.changes(requester, since.device_lists, until.device_lists)
+        return json_response({"changed": changed, "left": []})
 
     async def send_to_device(request: Request) -> Response:
         requester = await ctx.requester(request)

@@ -17,7 +17,7 @@ from functools import partial
 from typing import Any, Final
 
 from cis.ids import RoomId, UserId
-from cis.storage.client.db import Database
+from cis.storage.database import Database
 
 MAX_FILTERS_PER_USER: Final = 100
 GLOBAL: Final = ""
@@ -156,7 +156,7 @@ class AccountDataStore:
         self._db = db
 
     async def position(self) -> int:
-        return await self._db.read(
+        return await self._db.run_read(
             "account_data_position", partial(stream_position_txn, stream="account_data")
         )
 
@@ -177,7 +177,7 @@ class AccountDataStore:
     async def get(
         self, user_id: UserId, room_id: RoomId | None, data_type: str
     ) -> dict[str, Any] | None:
-        return await self._db.read(
+        return await self._db.run_read(
             "get_account_data",
             partial(
                 get_account_data_txn,
@@ -188,7 +188,7 @@ class AccountDataStore:
         )
 
     async def since(self, user_id: UserId, since: int) -> list[AccountDataEntry]:
-        return await self._db.read(
+        return await self._db.run_read(
             "account_data_since", partial(account_data_since_txn, user_id=user_id, since=since)
         )
 
@@ -198,7 +198,7 @@ class AccountDataStore:
         )
 
     async def get_filter(self, user_id: UserId, filter_id: int) -> Any:
-        return await self._db.read(
+        return await self._db.run_read(
             "get_filter", partial(get_filter_txn, user_id=user_id, filter_id=filter_id)
         )
 
@@ -209,7 +209,7 @@ class AccountDataStore:
         )
 
     async def get_alias(self, alias: str) -> tuple[RoomId, UserId] | None:
-        return await self._db.read("get_alias", partial(get_alias_txn, alias=alias))
+        return await self._db.run_read("get_alias", partial(get_alias_txn, alias=alias))
 
     async def delete_alias(self, alias: str) -> bool:
         return await self._db.run_interaction(
@@ -217,4 +217,4 @@ class AccountDataStore:
         )
 
     async def room_aliases(self, room_id: RoomId) -> list[str]:
-        return await self._db.read("room_aliases", partial(room_aliases_txn, room_id=room_id))
+        return await self._db.run_read("room_aliases", partial(room_aliases_txn, room_id=room_id))

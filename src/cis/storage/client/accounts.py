@@ -1,6 +1,8 @@
 """Users, devices, hashed access tokens and profiles in ``node.db``.
 
-A user without a password hash cannot log in (the node's system user). Deleting a device
+Accounts are rows of the ``users`` table (created by ``cis-node init`` for the system user);
+a user without a password hash, or with ``can_login = 0``, cannot log in (the node's system
+user ``@cis:{server_name}``). Deleting a device
 deletes its access tokens and its end-to-end keys (foreign keys with ``ON DELETE CASCADE``).
 """
 
@@ -11,7 +13,7 @@ from dataclasses import dataclass
 from functools import partial
 
 from cis.ids import DeviceId, UserId
-from cis.storage.client.db import Database
+from cis.storage.database import Database
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +25,7 @@ class UserRecord:
     avatar_url: str | None
     created_ts: int
     deactivated: bool
+    system: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,11 +58,20 @@ def create_user_txn(
     now_ms: int,
     displayname: str | None,
 ) -> None:
+    localpart = user_id[1:].split(":", 1)[0]
     try:
         conn.execute(
-            "INSERT INTO cs_users (user_id, password_hash, admin, displayname, created_ts)"
-            " VALUES (?, ?, ?, ?, ?)",
-            (user_id, password_hash, int(admin), displayname, now_ms),
+            "INSERT INTO users (user_id, localpart, can_login, password_hash, admin, displayname,"
+            " created_ts) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                user_id,
+                localpart,
+                int(password_hash is not None),
+                password_hash,
+                int(admin),
+                displayname,
+                now_ms,
+            ),
         )
     except sqlite3.IntegrityError:
         raise UserExists(user_id) from None
@@ -67,19 +79,27 @@ def create_user_txn(
 
 def get_user_txn(conn: sqlite3.Connection, user_id: str) -> UserRecord | None:
     row = conn.execute(
-        "SELECT user_id, password_hash, admin, displayname, avatar_url, created_ts, deactivated"
-        " FROM cs_users WHERE user_id = ?",
+        "SELECT user_id, password_hash, admin, displayname, avatar_url, created_ts, deactivated,"
+        " can_login, is_system FROM users WHERE user_id = ?",
         (user_id,),
     ).fetchone()
     if row is None:
         return None
+    can_login = bool(row[7]) and not row[8]
     return UserRecord(
-        UserId(row[0]), row[1], bool(row[2]), row[3], row[4], int(row[5]), bool(row[6])
+        UserId(row[0]),
+        row[1] if can_login else None,
+        bool(row[2]),
+        row[3],
+        row[4],
+        int(row[5]),
+        bool(row[6]),
+        bool(row[8]),
     )
 
 
 def list_users_txn(conn: sqlite3.Connection) -> list[UserId]:
-    return [UserId(r[0]) for r in conn.execute("SELECT user_id FROM cs_users ORDER BY user_id")]
+    return [UserId(r[0]) for r in conn.execute("SELECT user_id FROM users ORDER BY user_id")]
 
 
 def upsert_device_txn(
@@ -132,7 +152,7 @@ def add_token_txn(
 
 def token_owner_txn(conn: sqlite3.Connection, token_hash: bytes) -> TokenOwner | None:
     row = conn.execute(
-        "SELECT t.user_id, t.device_id FROM cs_access_tokens t JOIN cs_users u"
+        "SELECT t.user_id, t.device_id FROM cs_access_tokens t JOIN users u"
         " ON u.user_id = t.user_id WHERE t.token_hash = ? AND u.deactivated = 0",
         (token_hash,),
     ).fetchone()
@@ -204,7 +224,7 @@ def set_profile_field_txn(
 ) -> None:
     if field not in ("displayname", "avatar_url"):
         raise ValueError("unknown profile field")
-    conn.execute(f"UPDATE cs_users SET {field} = ? WHERE user_id = ?", (value, user_id))
+    conn.execute(f"UPDATE users SET {field} = ? WHERE user_id = ?", (value, user_id))
 
 
 class AccountStore:
@@ -235,10 +255,10 @@ class AccountStore:
         )
 
     async def get_user(self, user_id: str) -> UserRecord | None:
-        return await self._db.read("get_user", partial(get_user_txn, user_id=user_id))
+        return await self._db.run_read("get_user", partial(get_user_txn, user_id=user_id))
 
     async def list_users(self) -> list[UserId]:
-        return await self._db.read("list_users", list_users_txn)
+        return await self._db.run_read("list_users", list_users_txn)
 
     async def login_device(
         self,
@@ -316,7 +336,9 @@ class AccountStore:
         await self._db.run_interaction("register", txn)
 
     async def token_owner(self, token_hash: bytes) -> TokenOwner | None:
-        return await self._db.read("token_owner", partial(token_owner_txn, token_hash=token_hash))
+        return await self._db.run_read(
+            "token_owner", partial(token_owner_txn, token_hash=token_hash)
+        )
 
     async def delete_devices(
         self, user_id: UserId, device_ids: list[DeviceId] | None
@@ -336,10 +358,10 @@ class AccountStore:
         return await self._db.run_interaction("delete_devices", txn)
 
     async def list_devices(self, user_id: UserId) -> list[DeviceRecord]:
-        return await self._db.read("list_devices", partial(list_devices_txn, user_id=user_id))
+        return await self._db.run_read("list_devices", partial(list_devices_txn, user_id=user_id))
 
     async def get_device(self, user_id: UserId, device_id: DeviceId) -> DeviceRecord | None:
-        return await self._db.read(
+        return await self._db.run_read(
             "get_device", partial(get_device_txn, user_id=user_id, device_id=device_id)
         )
 

@@ -21,7 +21,7 @@ from functools import partial
 from typing import Any, Final
 
 from cis.ids import DeviceId, UserId
-from cis.storage.client.db import Database
+from cis.storage.database import Database
 
 MAX_TO_DEVICE_PER_DEVICE: Final = 10_000
 
@@ -265,7 +265,7 @@ class E2eStore:
         )
 
     async def one_time_key_counts(self, user_id: UserId, device_id: DeviceId) -> dict[str, int]:
-        return await self._db.read(
+        return await self._db.run_read(
             "one_time_key_counts",
             partial(one_time_key_counts_txn, user_id=user_id, device_id=device_id),
         )
@@ -279,12 +279,12 @@ class E2eStore:
                 unused_fallback_types_txn(conn, user_id, device_id),
             )
 
-        return await self._db.read("key_counts", txn)
+        return await self._db.run_read("key_counts", txn)
 
     async def query(
         self, wanted: Mapping[UserId, Sequence[DeviceId]]
     ) -> dict[UserId, dict[DeviceId, dict[str, Any]]]:
-        return await self._db.read("query_keys", partial(query_device_keys_txn, wanted=wanted))
+        return await self._db.run_read("query_keys", partial(query_device_keys_txn, wanted=wanted))
 
     async def claim(
         self, wanted: Mapping[UserId, Mapping[DeviceId, str]]
@@ -297,10 +297,10 @@ class E2eStore:
         )
 
     async def device_list_position(self) -> int:
-        return await self._db.read("device_list_position", device_list_position_txn)
+        return await self._db.run_read("device_list_position", device_list_position_txn)
 
     async def device_list_changes(self, since: int, until: int) -> set[UserId]:
-        return await self._db.read(
+        return await self._db.run_read(
             "device_list_changes",
             partial(device_list_changes_since_txn, since=since, until=until),
         )
@@ -317,12 +317,12 @@ class E2eStore:
         )
 
     async def to_device_position(self) -> int:
-        return await self._db.read("to_device_position", to_device_position_txn)
+        return await self._db.run_read("to_device_position", to_device_position_txn)
 
     async def to_device_since(
         self, user_id: UserId, device_id: DeviceId, since: int, until: int, limit: int
     ) -> list[ToDeviceMessage]:
-        return await self._db.read(
+        return await self._db.run_read(
             "to_device_since",
             partial(
                 to_device_since_txn,

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Final
 
 from cis.ids import UserId
-from cis.storage.client.db import Database
+from cis.storage.database import Database
 
 CHUNK: Final = 64 * 1024
 
@@ -133,4 +133,4 @@ class MediaStore:
         await self._db.run_interaction("add_media", partial(add_media_txn, record=record))
 
     async def get(self, media_id: str) -> MediaRecord | None:
-        return await self._db.read("get_media", partial(get_media_txn, media_id=media_id))
+        return await self._db.run_read("get_media", partial(get_media_txn, media_id=media_id))

@@ -15,7 +15,7 @@ from typing import Final
 
 from cis.ids import EventId, RoomId, UserId
 from cis.storage.client.account_data import next_position_txn, stream_position_txn
-from cis.storage.client.db import Database
+from cis.storage.database import Database
 
 MAIN_THREAD: Final = ""  # stored for unthreaded receipts; "main" is its own thread id
 
@@ -74,7 +74,7 @@ class ReceiptStore:
         self._db = db
 
     async def position(self) -> int:
-        return await self._db.read(
+        return await self._db.run_read(
             "receipts_position", partial(stream_position_txn, stream="receipts")
         )
 
@@ -104,7 +104,7 @@ class ReceiptStore:
     async def since(self, room_ids: Sequence[RoomId], since: int) -> list[Receipt]:
         if not room_ids:
             return []
-        return await self._db.read(
+        return await self._db.run_read(
             "receipts_since",
             partial(receipts_since_txn, room_ids=list(room_ids), since=since),
         )

@@ -1,4 +1,7 @@
-"""The Client-Server tables of ``node.db`` (appended to its numbered migrations).
+"""The Client-Server tables of ``node.db`` (its migration 2, in ``cis.storage.node_schema``).
+
+Accounts live in the foundation's ``users`` table; this migration adds the server-admin flag and
+the profile to it, and the tables below.
 
 Stream positions: ``cs_streams`` holds one counter per stream that rows of several tables
 share (``account_data``, ``receipts``); ``to_device`` and ``device_list_changes`` use
@@ -11,17 +14,12 @@ from __future__ import annotations
 from typing import Final
 
 CLIENT_SCHEMA_V1: Final[tuple[str, ...]] = (
-    """CREATE TABLE cs_users (
-        user_id TEXT PRIMARY KEY,
-        password_hash TEXT,
-        admin INTEGER NOT NULL DEFAULT 0,
-        displayname TEXT,
-        avatar_url TEXT,
-        created_ts INTEGER NOT NULL,
-        deactivated INTEGER NOT NULL DEFAULT 0
-    )""",
+    # The foundation's ``users`` table holds the accounts; server admin and profile join it.
+    "ALTER TABLE users ADD COLUMN admin INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE users ADD COLUMN displayname TEXT",
+    "ALTER TABLE users ADD COLUMN avatar_url TEXT",
     """CREATE TABLE cs_devices (
-        user_id TEXT NOT NULL REFERENCES cs_users (user_id) ON DELETE CASCADE,
+        user_id TEXT NOT NULL REFERENCES users (user_id) ON DELETE CASCADE,
         device_id TEXT NOT NULL,
         display_name TEXT,
         created_ts INTEGER NOT NULL,
@@ -131,4 +129,18 @@ CLIENT_SCHEMA_V1: Final[tuple[str, ...]] = (
         created_ts INTEGER NOT NULL
     ) WITHOUT ROWID""",
     "CREATE INDEX cs_room_aliases_room ON cs_room_aliases (room_id)",
+    # Reads of the foundation's derived stream index by state key (room state over time,
+    # membership and visibility histories) use this partial index of state events.
+    """CREATE INDEX cs_stream_state ON stream (room_id, type, state_key, stream_ordering)
+        WHERE state_key IS NOT NULL""",
+    """CREATE TABLE cs_forgotten_rooms (
+        user_id TEXT NOT NULL,
+        room_id TEXT NOT NULL,
+        PRIMARY KEY (user_id, room_id)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE cs_redactions (
+        target_id TEXT PRIMARY KEY,
+        room_id TEXT NOT NULL,
+        redaction_id TEXT NOT NULL
+    ) WITHOUT ROWID""",
 )

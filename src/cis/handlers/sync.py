@@ -346,25 +346,22 @@ class SyncHandler:
             state_ids = {
                 k: v for k, v in state_ids.items() if k[0] != "m.room.member" or k[1] in senders
             }
-        state_list = [
-            eid
-            for (kind, _key), eid in state_ids.items()
-            if eid not in timeline_ids and state_flt.allows(kind, "")
-        ]
+        state_list = [eid for eid in state_ids.values() if eid not in timeline_ids]
         ids = [r.event_id for r in rows] + state_list
         loaded = await self._loader.load(room_id, ids, requester, include_room_id=False)
-        if not state_flt.allows_everything:
+        if not state_flt.allows_every_event:
             state_list = [
                 e for e in state_list if e in loaded and state_flt.allows_event(loaded[e])
             ]
+        project = request.filter.project
         prev = TopologicalToken(0, max(start - 1, 0))
         return {
             "timeline": {
-                "events": [loaded[r.event_id] for r in rows if r.event_id in loaded],
+                "events": [project(loaded[r.event_id]) for r in rows if r.event_id in loaded],
                 "limited": limited,
                 "prev_batch": prev.serialize(),
             },
-            "state": {"events": [loaded[e] for e in state_list if e in loaded]},
+            "state": {"events": [project(loaded[e]) for e in state_list if e in loaded]},
         }
 
     async def _joined_room(

@@ -379,3 +379,27 @@ async def test_concurrent_long_polls_per_user_are_bounded(h: Harness, users: Any
         json={"z": 1},
     )
     await asyncio.wait_for(asyncio.gather(*polls), 10)
+
+
+async def test_event_fields_and_state_filter(h: Harness, users: Any) -> None:
+    alice, bob = users
+    room = await shared_room(h, alice, bob)
+    await send(h, alice["access_token"], room, "projected")
+    await settle(h)
+    flt = json.dumps(
+        {
+            "event_fields": ["type", "content.body"],
+            "room": {
+                "timeline": {"limit": 1},
+                "state": {"types": ["m.room.member"], "senders": [bob["user_id"]]},
+            },
+        }
+    )
+    body = await sync(h, bob["access_token"], filter=flt)
+    section = body["rooms"]["join"][room]
+    assert {"type": "m.room.message", "content": {"body": "projected"}} in section["timeline"][
+        "events"
+    ]
+    assert all(set(e) <= {"type", "content"} for e in section["timeline"]["events"])
+    # Only bob's own member event passes the state filter (alice's is sent by alice).
+    assert section["state"]["events"] == [{"type": "m.room.member"}]

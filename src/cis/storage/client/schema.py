@@ -66,7 +66,7 @@ CLIENT_SCHEMA_V1: Final[tuple[str, ...]] = (
         stream_id INTEGER NOT NULL,
         PRIMARY KEY (room_id, receipt_type, user_id, thread_id)
     ) WITHOUT ROWID""",
-    "CREATE INDEX cs_receipts_stream ON cs_receipts (room_id, stream_id)",
+    "CREATE INDEX cs_receipts_stream ON cs_receipts (stream_id)",
     """CREATE TABLE cs_device_keys (
         user_id TEXT NOT NULL,
         device_id TEXT NOT NULL,

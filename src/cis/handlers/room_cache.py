@@ -368,10 +368,11 @@ class EventCreator:
                     check(snapshot)
                 event = self._build(snapshot, draft)
                 store = RoomStore(self._cache.manager, room_id)
+                # The task's first step queues the event in the store. The loop runs steps in
+                # the order they were scheduled, and the next creation in this room can only
+                # resume (and schedule its own) after this lock is released: so events are
+                # queued in the order they were built.
                 stored = asyncio.ensure_future(store.store_event(event, txn=txn))
-                # Let the store queue the event before the next creation in this room runs:
-                # the task's first step (which queues it) is scheduled before we resume.
-                await asyncio.sleep(0)
                 snapshot.apply(event)
                 if txn is not None:
                     snapshot.remember_txn((txn.user_id, txn.device_id, txn.txn_id), event.event_id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -213,6 +214,11 @@ async def test_concurrent_sends_never_fork(h: Harness, users: Any) -> None:
     store = await h.manager.get(room)
     assert store is not None
     assert len(await store.forward_extremities()) == 1
+    # A single chain: every event cites exactly the one stored before it.
+    events = await store.get_latest_events(1000)
+    for before, after in itertools.pairwise(events):
+        assert after.prev_events == (before.event_id,)
+        assert after.depth == before.depth + 1
 
 
 async def test_state_put_get_and_errors(h: Harness, users: Any) -> None:

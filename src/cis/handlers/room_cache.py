@@ -52,7 +52,7 @@ TXN_RETENTION_MS: Final = 24 * 3600 * 1000
 MAX_TXNS_PER_ROOM: Final = 20_000
 """Txn ids of one room kept in memory; past that, a send not found in memory asks the file."""
 CLEANUP_EVERY: Final = 10_000
-RECENT_EVENTS: Final = 1024
+RECENT_EVENTS: Final = 512
 """Events created here kept in memory for ``/sync`` (most deliveries read nothing else)."""
 
 

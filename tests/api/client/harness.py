@@ -64,6 +64,7 @@ class Harness:
     positions: StreamPositions
     watcher: StreamWatcher
     identity: NodeIdentity
+    creator: EventCreator
 
     async def register(self, name: str, password: str = "pw") -> dict[str, Any]:
         r = await self.client.post(
@@ -213,6 +214,7 @@ async def make_harness(
                 positions,
                 watcher,
                 identity,
+                creator,
             )
     finally:
         notifier.close()

@@ -1,11 +1,8 @@
-"""Receipts and read markers (Client-Server API §"Receipts", §"Fully read markers"), typing
-notifications' checks, and profiles.
+"""Receipts and read markers (Client-Server API §"Receipts", §"Fully read markers").
 
 - ``m.read`` and ``m.read.private`` receipts are rows of the ``receipts`` stream (private ones
   are served only to their owner); ``m.fully_read`` is the user's room account data.
-- A user must be joined to a room to send receipts or typing notices there.
-- A profile change (display name, avatar) is stored, then sent as a new ``m.room.member`` join
-  to each room the user is in; changes are rate-limited per user.
+- A user must be joined to a room to send receipts there.
 """
 
 from __future__ import annotations
@@ -17,18 +14,13 @@ from cis.handlers.account_data import AccountDataHandler
 from cis.handlers.auth import Requester
 from cis.handlers.errors import ApiError, Errcode
 from cis.handlers.notifier import Notifier
-from cis.handlers.ratelimit import RateLimiter
 from cis.handlers.room_cache import RoomCache
-from cis.handlers.rooms import RoomHandler
 from cis.handlers.stream_counters import StreamCounters
-from cis.handlers.typing import DEFAULT_TIMEOUT_MS, TypingHandler
-from cis.ids import EventId, RoomId, UserId
-from cis.storage.client.accounts import AccountStore
+from cis.ids import EventId, RoomId
 from cis.storage.client.receipts import ReceiptStore
 
 RECEIPT_TYPES: Final = frozenset({"m.read", "m.read.private"})
 FULLY_READ: Final = "m.fully_read"
-MAX_PROFILE_FIELD: Final = 1024
 
 
 def _event_id(value: object) -> EventId:
@@ -100,63 +92,3 @@ class ReceiptHandler:
             value = body.get(key)
             if value is not None:
                 await self.receipt(requester, room_id, key, _event_id(value), {})
-
-
-class TypingChecks:
-    def __init__(self, typing: TypingHandler, cache: RoomCache) -> None:
-        self._typing = typing
-        self._cache = cache
-
-    async def set_typing(
-        self, requester: Requester, room_id: str, user_id: str, body: dict[str, Any]
-    ) -> None:
-        if user_id != requester.user_id:
-            raise ApiError(Errcode.FORBIDDEN, "Cannot set another user's typing state")
-        snapshot = await self._cache.get(RoomId(room_id)) if room_id.startswith("!") else None
-        if snapshot is None:
-            raise ApiError(Errcode.NOT_FOUND, "Unknown room")
-        if snapshot.membership(requester.user_id) != "join":
-            raise ApiError(Errcode.FORBIDDEN, "You are not in this room")
-        typing = body.get("typing")
-        if not isinstance(typing, bool):
-            raise ApiError(Errcode.BAD_JSON, "typing must be a boolean")
-        timeout = body.get("timeout", DEFAULT_TIMEOUT_MS)
-        if isinstance(timeout, bool) or not isinstance(timeout, int) or timeout < 0:
-            raise ApiError(Errcode.BAD_JSON, "timeout must be a non-negative integer")
-        self._typing.set_typing(snapshot.room_id, requester.user_id, typing, timeout)
-
-
-class ProfileHandler:
-    def __init__(self, accounts: AccountStore, rooms: RoomHandler, limiter: RateLimiter) -> None:
-        self._accounts = accounts
-        self._rooms = rooms
-        self._limiter = limiter
-
-    async def get(self, user_id: str) -> dict[str, Any]:
-        user = await self._accounts.get_user(user_id)
-        if user is None:
-            raise ApiError(Errcode.NOT_FOUND, "Profile not found")
-        out: dict[str, Any] = {}
-        if user.displayname is not None:
-            out["displayname"] = user.displayname
-        if user.avatar_url is not None:
-            out["avatar_url"] = user.avatar_url
-        return out
-
-    async def get_field(self, user_id: str, field: str) -> dict[str, Any]:
-        profile = await self.get(user_id)
-        return {field: profile.get(field)}
-
-    async def set_field(
-        self, requester: Requester, user_id: str, field: str, body: dict[str, Any]
-    ) -> None:
-        if user_id != requester.user_id:
-            raise ApiError(Errcode.FORBIDDEN, "Cannot change another user's profile")
-        value = body.get(field)
-        if value is not None and (not isinstance(value, str) or len(value) > MAX_PROFILE_FIELD):
-            raise ApiError(Errcode.INVALID_PARAM, f"Invalid {field}")
-        if field == "avatar_url" and value and not value.startswith("mxc://"):
-            raise ApiError(Errcode.INVALID_PARAM, "avatar_url must be an mxc:// URI")
-        self._limiter.acquire(requester.user_id)
-        await self._accounts.set_profile_field(requester.user_id, field, value or None)
-        await self._rooms.update_profile(UserId(requester.user_id), field, value or None)

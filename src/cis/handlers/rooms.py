@@ -27,7 +27,7 @@ from cis.handlers.ratelimit import RateLimiter
 from cis.handlers.room_cache import Draft, EventCreator, RoomSnapshot
 from cis.handlers.room_creation import CreateRoomRequest, plan_room
 from cis.ids import EventId, RoomId, ServerName, UserId
-from cis.matrix import AuthError, Event, InvalidPdu
+from cis.matrix import AuthError, InvalidPdu
 from cis.matrix.events import MAX_PDU_BYTES
 from cis.storage.client import timeline
 from cis.storage.client.account_data import AccountDataStore, AliasTaken
@@ -403,7 +403,3 @@ class RoomHandler:
             raise ApiError(Errcode.INVALID_PARAM, "Invalid room alias")
         if alias.split(":", 1)[1] != self._server_name:
             raise ApiError(Errcode.NOT_FOUND, "Room aliases of other servers are not known here")
-
-
-def event_json_size(event: Event) -> int:
-    return len(event.canonical_bytes)

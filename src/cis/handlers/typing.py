@@ -8,7 +8,8 @@ so a position issued after a restart is above any issued before it (see
 A user typing in a room has an expiry (the client's ``timeout``, at most ``MAX_TIMEOUT_MS``);
 ``expire_due()`` removes the expired ones, and in a running loop it is scheduled for the next
 expiry, so a client that stops sending ``typing: false`` still stops "typing" on time.
-Each change wakes the room's long-polls through the notifier.
+Each change wakes the room's long-polls through the notifier. ``TypingChecks`` is the
+Client-Server entry: only the user themself, and only in a room they are joined to.
 """
 
 from __future__ import annotations
@@ -18,7 +19,10 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
 from cis.clock import Clock
+from cis.handlers.auth import Requester
+from cis.handlers.errors import ApiError, Errcode
 from cis.handlers.notifier import Notifier
+from cis.handlers.room_cache import RoomCache
 from cis.ids import RoomId, UserId
 
 MAX_TIMEOUT_MS: Final = 120_000
@@ -113,3 +117,27 @@ class TypingHandler:
 def typing_event(user_ids: Iterable[UserId]) -> Mapping[str, Any]:
     """The ephemeral ``m.typing`` event of a room's ``/sync`` section."""
     return {"type": "m.typing", "content": {"user_ids": list(user_ids)}}
+
+
+class TypingChecks:
+    def __init__(self, typing: TypingHandler, cache: RoomCache) -> None:
+        self._typing = typing
+        self._cache = cache
+
+    async def set_typing(
+        self, requester: Requester, room_id: str, user_id: str, body: dict[str, Any]
+    ) -> None:
+        if user_id != requester.user_id:
+            raise ApiError(Errcode.FORBIDDEN, "Cannot set another user's typing state")
+        snapshot = await self._cache.get(RoomId(room_id)) if room_id.startswith("!") else None
+        if snapshot is None:
+            raise ApiError(Errcode.NOT_FOUND, "Unknown room")
+        if snapshot.membership(requester.user_id) != "join":
+            raise ApiError(Errcode.FORBIDDEN, "You are not in this room")
+        typing = body.get("typing")
+        if not isinstance(typing, bool):
+            raise ApiError(Errcode.BAD_JSON, "typing must be a boolean")
+        timeout = body.get("timeout", DEFAULT_TIMEOUT_MS)
+        if isinstance(timeout, bool) or not isinstance(timeout, int) or timeout < 0:
+            raise ApiError(Errcode.BAD_JSON, "timeout must be a non-negative integer")
+        self._typing.set_typing(snapshot.room_id, requester.user_id, typing, timeout)

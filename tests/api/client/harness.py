@@ -23,15 +23,16 @@ from cis.handlers.event_loader import EventLoader
 from cis.handlers.media import MediaHandler
 from cis.handlers.notifier import Notifier
 from cis.handlers.passwords import PasswordHasher, ScryptParams
+from cis.handlers.profile import ProfileHandler
 from cis.handlers.ratelimit import RateLimiter, RateLimits
-from cis.handlers.receipts import ProfileHandler, ReceiptHandler, TypingChecks
+from cis.handlers.receipts import ReceiptHandler
 from cis.handlers.room_cache import EventCreator, RoomCache, Signer
 from cis.handlers.room_reads import RoomReader
 from cis.handlers.rooms import RoomHandler
 from cis.handlers.stream_counters import StreamCounters
 from cis.handlers.stream_watch import IndexTap, Redactions, StreamWatcher
 from cis.handlers.sync import SyncHandler
-from cis.handlers.typing import TypingHandler
+from cis.handlers.typing import TypingChecks, TypingHandler
 from cis.handlers.uia import UiaSessions
 from cis.home import Home
 from cis.identity import NodeIdentity

@@ -17,10 +17,12 @@ from cis.handlers.accounts import AccountHandler
 from cis.handlers.auth import Authenticator
 from cis.handlers.e2e_keys import E2eKeysHandler
 from cis.handlers.media import MediaHandler
-from cis.handlers.receipts import ProfileHandler, ReceiptHandler, TypingChecks
+from cis.handlers.profile import ProfileHandler
+from cis.handlers.receipts import ReceiptHandler
 from cis.handlers.room_reads import RoomReader
 from cis.handlers.rooms import RoomHandler
 from cis.handlers.sync import SyncHandler
+from cis.handlers.typing import TypingChecks
 from cis.ids import ServerName
 
 

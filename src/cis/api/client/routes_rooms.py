@@ -8,10 +8,12 @@ from cis.api.client.jsonbody import parse_query_json
 from cis.api.client.params import get_int, get_limit, get_str
 from cis.handlers.errors import ApiError, Errcode
 from cis.handlers.filters import RoomEventFilter, parse_room_event_filter
-from cis.handlers.receipts import ProfileHandler, ReceiptHandler, TypingChecks
+from cis.handlers.profile import ProfileHandler
+from cis.handlers.receipts import ReceiptHandler
 from cis.handlers.room_creation import parse_create_room
 from cis.handlers.room_reads import RoomReader
 from cis.handlers.rooms import RoomHandler
+from cis.handlers.typing import TypingChecks
 
 MAX_MESSAGES_LIMIT = 500
 MAX_CONTEXT_LIMIT = 100

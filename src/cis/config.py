@@ -91,6 +91,17 @@ def _synchronous(value: object) -> Synchronous:
         raise ValueError("must be NORMAL or FULL") from exc
 
 
+def _bool(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("must be true or false")
+
+
 def _int_between(low: int, high: int) -> Callable[[object], int]:
     def parse(value: object) -> int:
         if isinstance(value, bool):
@@ -142,6 +153,14 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         "storage", "room_cache_kib", "CIS_ROOM_CACHE_KIB", None, 256, _int_between(64, 1 << 20),
         "SQLite page cache per room connection, in KiB",
     ),
+    Setting(
+        "matrix", "open_registration", "CIS_OPEN_REGISTRATION", "--open-registration", False,
+        _bool, "let anyone register an account through the Client-Server API",
+    ),
+    Setting(
+        "matrix", "max_upload_bytes", "CIS_MAX_UPLOAD_BYTES", None, 50 * 1024 * 1024,
+        _int_between(1024, 1 << 34), "largest media upload, in bytes",
+    ),
 )  # fmt: skip
 
 
@@ -152,6 +171,8 @@ class Config:
     room_synchronous: Synchronous
     max_open_rooms: int
     room_cache_kib: int
+    open_registration: bool
+    max_upload_bytes: int
     sources: Mapping[str, str]
     """Where each setting came from: ``default``, ``file``, ``env CIS_…`` or ``flag --…``."""
 

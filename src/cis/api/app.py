@@ -11,11 +11,18 @@ from fastapi import FastAPI
 from cis import __version__
 from cis.api.admin import AdminAuth, admin_router
 from cis.api.errors import install_error_handlers
+from cis.handlers.accounts import UserAdmin
 from cis.handlers.admin import AdminHandler
 from cis.handlers.status import StatusHandler
 
 
-def create_app(*, status: StatusHandler, admin: AdminHandler, admin_token: str) -> FastAPI:
+def create_app(
+    *,
+    status: StatusHandler,
+    admin: AdminHandler,
+    admin_token: str,
+    users: UserAdmin | None = None,
+) -> FastAPI:
     app = FastAPI(
         title="cis-node",
         version=__version__,
@@ -24,5 +31,5 @@ def create_app(*, status: StatusHandler, admin: AdminHandler, admin_token: str) 
         redoc_url=None,
     )
     install_error_handlers(app)
-    app.include_router(admin_router(status, admin, AdminAuth(admin_token)))
+    app.include_router(admin_router(status, admin, AdminAuth(admin_token), users))
     return app

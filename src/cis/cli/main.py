@@ -43,7 +43,7 @@ def _register() -> None:
 
 
 # One module per subcommand; each exposes ``command`` (a click command or group).
-_SUBCOMMAND_MODULES: tuple[str, ...] = ()
+_SUBCOMMAND_MODULES: tuple[str, ...] = ("sql",)
 
 
 def _one_line(text: str) -> str:

@@ -20,3 +20,15 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
         yield c
     finally:
         c.close()
+
+
+@pytest.fixture(scope="module")
+def module_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """Three running members shared by the tests of one module (which must not break it)."""
+    c = Cluster(tmp_path_factory.mktemp("cluster"))
+    try:
+        c.start()
+        c.wait_ready(timeout=60)
+        yield c
+    finally:
+        c.close()

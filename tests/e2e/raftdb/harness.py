@@ -211,7 +211,7 @@ class Node:
             data = reply.json()
         except ValueError:
             data = reply.text
-        if reply.status_code != 200:
+        if not 200 <= reply.status_code < 300:
             raise HttpError(reply.status_code, data)
         return data
 

@@ -1355,7 +1355,16 @@ class RaftDB:
             return
         members = {self.raft_addr, *(n.address for n in node.otherNodes)}
         if address in members:
-            callback({"ok": True, "members": sorted(members), "already": True}, None)
+            # Only an empty node asks to join: a member that lost its data must not come back
+            # as if it still held what it acknowledged (Raft counts on it): remove it first.
+            callback(
+                {
+                    "ok": False,
+                    "error": f"{address} is still a member; remove it first"
+                    f" (cis-node sql remove --id {node_id})",
+                },
+                None,
+            )
             return
 
         def added(_res: Any, err: Any) -> None:
@@ -1442,6 +1451,23 @@ class RaftDB:
     def is_reachable(self, raft_addr: str) -> bool:
         return raft_addr == self.raft_addr or raft_addr in self._status.connected
 
+    def _leader_alive(self) -> bool:
+        """A leader is known and (unless it is us) was heard from within an election timeout.
+
+        pysyncobj keeps a follower's last leader for as long as it hears from no one, so the
+        leader it names is trusted only while messages keep coming.
+        """
+        node = self._node
+        status = self._status
+        if node is None or node.transport.gated or status.leader_addr is None:
+            return False
+        if status.leader_addr == self.raft_addr:
+            return status.state == "Leader"
+        contact = node.transport.last_contact.get(status.leader_addr)
+        return (
+            contact is not None and time.monotonic() - contact <= self.config.timings.election_max
+        )
+
     def ready(self) -> tuple[bool, list[str]]:
         """rqlite's readiness: a leader is known and this node applied its commit index."""
         lines = []
@@ -1452,7 +1478,7 @@ class RaftDB:
         else:
             lines.append("[+]node ok")
         status = self._status
-        if status.leader_addr is not None and not (self._node and self._node.transport.gated):
+        if self._leader_alive():
             lines.append("[+]leader ok")
         else:
             lines.append("[-]leader not found")

@@ -14,7 +14,9 @@ journal keeps the same interface (pysyncobj calls it from its tick thread only) 
 - **optional fsync before acknowledging** (``sync=True``): ``add`` only marks the file dirty;
   the transport calls ``sync()`` before it sends anything that acknowledges or replicates
   entries (a follower's ``next_node_idx``, a leader's ``append_entries``), so one
-  ``fdatasync`` covers every entry appended since the last one (group commit at the disk);
+  ``fdatasync`` covers every entry appended since the last one (group commit at the disk).
+  Read barriers (``no_sync_commands``) carry no state and do not make the file dirty: losing
+  one in a crash loses no write, and the next data entry's sync covers it anyway;
 - term and vote in a small JSON sidecar written by temp file + ``rename`` (+ ``fsync`` when
   syncing) before any vote is sent, as Raft §5.1 requires; the commit index goes there too,
   lazily (pysyncobj saves it once a second; it is only an optimisation on restart).
@@ -80,6 +82,7 @@ class Journal:
         self.sync_enabled = sync
         self._meta_path = path.with_name(path.name + ".meta")
         self._fault_hook = fault_hook
+        self.no_sync_commands: frozenset[bytes] = frozenset()
         self._entries: list[Entry] = []
         self._offsets: list[int] = []
         self._dirty = False
@@ -156,7 +159,8 @@ class Journal:
         self._entries.append((bytes(command), idx, term))
         self._offsets.append(self._end)
         self._end += len(record)
-        self._dirty = True
+        if command not in self.no_sync_commands:
+            self._dirty = True
 
     def _write(self, data: bytes, offset: int) -> None:
         try:

@@ -14,6 +14,7 @@ from typing import Any
 from pysyncobj.utility import TcpUtility, UtilityException
 
 from cis.cluster.raftdb.errors import MembershipError
+from cis.cluster.raftdb.transport import AeadEncryptor
 from cis.log import get_logger
 
 __all__ = ["ask", "ask_any"]
@@ -23,7 +24,9 @@ log = get_logger(__name__)
 
 def ask(secret: str, address: str, command: list[Any], timeout: float = 3.0) -> dict[str, Any]:
     """Send one utility command to the member at ``address``; its reply as a dict."""
-    utility = TcpUtility(password=secret, timeout=timeout)
+    utility = TcpUtility(password=None, timeout=timeout)
+    # The members speak AES-GCM (transport.AeadEncryptor), not pysyncobj's Fernet.
+    utility._TcpUtility__connection.encryptor = AeadEncryptor(secret)
     try:
         reply = utility.executeCommand(address, command)
     except UtilityException as exc:

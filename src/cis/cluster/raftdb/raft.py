@@ -30,9 +30,10 @@ from typing import Any, Final, Protocol
 
 import pysyncobj.syncobj as _syncobj
 from pysyncobj import SyncObj, SyncObjConf, replicated
+from pysyncobj import pickle as sync_pickle
 
 from cis.cluster.raftdb.journal import Journal
-from cis.cluster.raftdb.transport import CisTransport
+from cis.cluster.raftdb.transport import AeadEncryptor, CisTransport
 
 __all__ = ["MAX_ENTRY_BYTES", "RaftHooks", "RaftNode", "RaftTimings", "make_conf"]
 
@@ -79,7 +80,6 @@ class RaftTimings:
 
 def make_conf(
     *,
-    secret: str,
     bind: str,
     journal_file: str,
     dump_file: str,
@@ -92,7 +92,8 @@ def make_conf(
     compaction_min_time: float,
 ) -> Any:
     return SyncObjConf(
-        password=secret,
+        # No password: pysyncobj would build its Fernet encryptor; RaftNode supplies ours.
+        password=None,
         autoTick=False,
         appendEntriesUseBatch=False,
         appendEntriesBatchSizeBytes=2 * MAX_ENTRY_BYTES,
@@ -130,9 +131,11 @@ class RaftNode(SyncObj):  # type: ignore[misc]
         hooks: RaftHooks,
         *,
         journal: Journal,
+        secret: str,
         gated: bool,
     ) -> None:
         # Read by CisTransport while SyncObj.__init__ builds it.
+        self._cis_encryptor = AeadEncryptor(secret)
         self._cis_sync = journal.sync
         self._cis_log_view = journal
         self._cis_gated = gated
@@ -144,6 +147,18 @@ class RaftNode(SyncObj):  # type: ignore[misc]
         finally:
             with _prepared_lock:
                 _prepared_journals.pop(conf.journalFile, None)
+        # A read barrier's bytes in the log, as pysyncobj encodes a call without arguments
+        # (command type REGULAR, then the pickled method id).
+        barrier_id = self._methodToID[self._getFuncName("_barrier")]
+        journal.no_sync_commands = frozenset({b"\x00" + sync_pickle.dumps(barrier_id)})
+
+    @property
+    def encryptor(self) -> AeadEncryptor:
+        """What pysyncobj's transport encrypts every message with (never None here)."""
+        return self._cis_encryptor
+
+    def _getEncryptor(self) -> AeadEncryptor:
+        return self._cis_encryptor
 
     @property
     def transport(self) -> CisTransport:

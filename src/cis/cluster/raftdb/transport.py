@@ -24,18 +24,28 @@
   different terms), delete the existing entry and all that follow it"), never acknowledges
   more than the message proved to match, and never commits past that point.
 - **Contact times** per peer, for ``freshness`` on ``none`` reads.
+- **Encryption.** pysyncobj's Fernet (AES-CBC + HMAC, key from PBKDF2 with a fixed salt) costs
+  ~120 µs per message and direction here; ``AeadEncryptor`` is a drop-in with AES-256-GCM
+  (~7 µs), its key derived from the cluster secret by HKDF-SHA256. pysyncobj's handshake
+  (random per-connection keys inside the encrypted messages) and its per-connection timestamp
+  check are kept; a message whose tag does not verify drops the connection before unpickling.
 """
 
 from __future__ import annotations
 
 import errno
 import functools
+import os
 import socket
 import struct
 import time
 from collections.abc import Callable
 from typing import Any, Final, Protocol
 
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from pysyncobj.node import TCPNode
 from pysyncobj.poller import POLL_EVENT_TYPE
 from pysyncobj.tcp_connection import TcpConnection
@@ -44,13 +54,52 @@ from pysyncobj.transport import TCPTransport
 
 from cis.log import get_logger
 
-__all__ = ["MAX_FRAME_BYTES", "CisTransport", "LogView", "normalize_append_entries"]
+__all__ = [
+    "MAX_FRAME_BYTES",
+    "AeadEncryptor",
+    "CisTransport",
+    "LogView",
+    "normalize_append_entries",
+]
 
 log = get_logger(__name__)
 
 MAX_FRAME_BYTES: Final = 64 * 1024 * 1024
 _LENGTH: Final = struct.Struct("i")  # pysyncobj's prefix: native int, as tcp_connection.py packs it
 _SYNC_BEFORE: Final = frozenset({"append_entries", "next_node_idx"})
+
+
+_TOKEN_HEAD: Final = struct.Struct(">4sQ12s")  # magic, timestamp, nonce
+_TOKEN_MAGIC: Final = b"CIS1"
+
+
+class AeadEncryptor:
+    """pysyncobj's encryptor interface (``encrypt_at_time``, ``extract_timestamp``,
+    ``decrypt``) over AES-256-GCM. Token: ``"CIS1" | u64 time | 12-byte nonce | sealed``, the
+    header authenticated as associated data."""
+
+    def __init__(self, secret: str) -> None:
+        key = HKDF(
+            algorithm=hashes.SHA256(),
+            length=32,
+            salt=b"cis-raftdb",
+            info=b"pysyncobj transport, AES-256-GCM, v1",
+        ).derive(secret.encode())
+        self._aead = AESGCM(key)
+
+    def encrypt_at_time(self, data: bytes, current_time: int) -> bytes:
+        head = _TOKEN_HEAD.pack(_TOKEN_MAGIC, current_time, os.urandom(12))
+        return head + self._aead.encrypt(head[-12:], data, head)
+
+    def extract_timestamp(self, token: bytes) -> int:
+        magic, stamp, _nonce = _TOKEN_HEAD.unpack_from(token, 0)
+        if magic != _TOKEN_MAGIC:
+            raise InvalidTag
+        return int(stamp)
+
+    def decrypt(self, token: bytes) -> bytes:
+        head = bytes(token[: _TOKEN_HEAD.size])
+        return self._aead.decrypt(head[-12:], bytes(token[_TOKEN_HEAD.size :]), head)
 
 
 class LogView(Protocol):

@@ -88,10 +88,20 @@ def parse_duration(text: str, name: str) -> float:
     return total
 
 
+_COMPACT: Final = json.JSONEncoder(separators=(",", ":"))
+_PRETTY: Final = json.JSONEncoder(indent=4)
+_LEVELS: Final = {
+    None: ReadLevel.WEAK,
+    "": ReadLevel.WEAK,
+    "weak": ReadLevel.WEAK,
+    "none": ReadLevel.NONE,
+    "linearizable": ReadLevel.LINEARIZABLE,
+    "strong": ReadLevel.STRONG,
+}
+
+
 def _json(obj: object, pretty: bool) -> bytes:
-    if pretty:
-        return json.dumps(obj, indent=4).encode()
-    return json.dumps(obj, separators=(",", ":")).encode()
+    return (_PRETTY if pretty else _COMPACT).encode(obj).encode()
 
 
 def _value(value: object) -> object:
@@ -174,11 +184,12 @@ class RqliteApi:
                 return HttpResponse(405, b'{"error": "method not allowed"}')
             return HttpResponse(404, b'{"error": "not found"}')
         perm, handler = route
-        if perm and not self._allowed(request, perm):
+        if perm and self.users is not None and not self._allowed(request, perm):
             return self._unauthorized()
-        pretty = request.flag("pretty")
+        query = request.query
+        pretty = "pretty" in query
         try:
-            if request.flag("queue") or request.flag("wait"):
+            if "queue" in query or "wait" in query:
                 raise StatementError(
                     "queue and wait are not supported: writes are group-committed already;"
                     " drop the flag"
@@ -225,7 +236,9 @@ class RqliteApi:
 
     @staticmethod
     def _level(request: HttpRequest) -> ReadLevel:
-        return ReadLevel.parse(request.query.get("level"), ReadLevel.WEAK)
+        text = request.query.get("level")
+        level = _LEVELS.get(text)
+        return level if level is not None else ReadLevel.parse(text, ReadLevel.WEAK)
 
     @staticmethod
     def _statements(request: HttpRequest) -> list[Statement]:
@@ -243,14 +256,15 @@ class RqliteApi:
     def _respond(
         self, request: HttpRequest, results: Sequence[StatementResult], started: float
     ) -> HttpResponse:
-        associative = request.flag("associative")
-        timings = request.flag("timings")
+        query = request.query
+        associative = "associative" in query
+        timings = "timings" in query
         out: dict[str, Any] = {
             "results": [result_json(r, associative=associative, timings=timings) for r in results]
         }
         if timings:
             out["time"] = time.perf_counter() - started
-        return HttpResponse(200, _json(out, request.flag("pretty")))
+        return HttpResponse(200, _json(out, "pretty" in query))
 
     # ------------------------------------------------------------------ leader handling
 
@@ -316,21 +330,22 @@ class RqliteApi:
         return self._respond(request, results, started)
 
     async def _query(self, request: HttpRequest) -> HttpResponse:
+        query = request.query
         level = self._level(request)
-        if level is not ReadLevel.NONE:
+        if level is not ReadLevel.NONE and not self.db.is_leader():
             redirect = self._redirect(request)
             if redirect is not None:
                 return redirect
             forwarded = await self._forward(request)
             if forwarded is not None:
                 return forwarded
-            if not self.db.is_leader() and level is ReadLevel.WEAK:
+            if level is ReadLevel.WEAK:
                 level = ReadLevel.LINEARIZABLE  # no leader to forward to: stronger, never staler
         started = time.perf_counter()
         statements = self._statements(request)
-        freshness_text = request.query.get("freshness")
+        freshness_text = query.get("freshness")
         freshness = parse_duration(freshness_text, "freshness") if freshness_text else None
-        db_timeout_text = request.query.get("db_timeout")
+        db_timeout_text = query.get("db_timeout")
         wait = self._wait(request)
         await self.db.read_fence(level, timeout_s=wait, freshness=freshness)
         db_timeout = parse_duration(db_timeout_text, "db_timeout") if db_timeout_text else wait

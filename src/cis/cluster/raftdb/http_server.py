@@ -20,7 +20,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Final
+from typing import Final, cast
 from urllib.parse import unquote_plus
 
 import httptools
@@ -32,6 +32,10 @@ __all__ = ["HttpRequest", "HttpResponse", "HttpServer"]
 log = get_logger(__name__)
 
 MAX_HEADER_BYTES: Final = 64 * 1024
+_HEADER_NAMES: Final = {
+    name.encode(): name.lower()
+    for name in ("Host", "Content-Type", "Content-Length", "Accept", "User-Agent", "Connection")
+} | {name.lower().encode(): name.lower() for name in ("host", "content-type", "content-length")}
 IDLE_TIMEOUT_S: Final = 75.0
 _REASONS: Final = {s.value: s.phrase for s in HTTPStatus}
 
@@ -80,7 +84,17 @@ class HttpResponse:
 Handler = Callable[[HttpRequest], Awaitable[HttpResponse]]
 
 
+_JSON_200: Final = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+
+
 def _serialize(response: HttpResponse, keep_alive: bool) -> bytes:
+    if (
+        response.status == 200
+        and keep_alive
+        and not response.headers
+        and response.content_type == "application/json"
+    ):  # the hot path: one allocation
+        return b"%s%d\r\n\r\n%s" % (_JSON_200, len(response.body), response.body)
     head = [
         f"HTTP/1.1 {response.status} {_REASONS.get(response.status, 'Unknown')}\r\n"
         f"Content-Type: {response.content_type}\r\n"
@@ -113,8 +127,8 @@ class _Connection(asyncio.Protocol):
     # ------------------------------------------------------------------ asyncio
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self._transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         self._client = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "?"
         self._server.connections.add(self)
@@ -157,7 +171,10 @@ class _Connection(asyncio.Protocol):
         self._header_bytes += len(name) + len(value)
         if self._header_bytes > MAX_HEADER_BYTES:
             raise _TooLarge(431, b'{"error": "headers too large"}')
-        self._headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+        key = _HEADER_NAMES.get(name)
+        if key is None:
+            key = name.decode("latin-1").lower()
+        self._headers[key] = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
         length = self._headers.get("content-length")

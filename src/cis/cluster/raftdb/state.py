@@ -858,17 +858,19 @@ class Reader:
 
     def _query_one(self, stmt: Statement) -> StatementResult:
         started = time.perf_counter()
-        facts = self._read_auth.begin()
+        auth = self._read_auth
+        auth.facts.denied = None  # reads only need the reason of a refusal
+        auth.user = True
         cur = self._conn.cursor()
         try:
-            cur.execute(stmt.sql, stmt.bindings())
+            cur.execute(stmt.sql, stmt.params if stmt.named is None else dict(stmt.named))
             rows = cur.fetchall()
         except sqlite3.Error as exc:
             if str(exc) == "interrupted":
                 return StatementResult(error="query timed out (db_timeout)")
-            return StatementResult(error=_error_text(exc, facts, None))
+            return StatementResult(error=_error_text(exc, auth.facts, None))
         finally:
-            self._read_auth.end()
+            auth.user = False
         elapsed = time.perf_counter() - started
         if cur.description is None:
             return StatementResult(rows=Rows((), (), ()), time_s=elapsed)

@@ -109,6 +109,19 @@ def test_an_empty_node_joins_only_with_join_and_catches_up_from_a_snapshot(
     ]
     leader.execute(["INSERT INTO kv VALUES (?, ?)", "after-join", "x"])
     cluster.assert_identical()
+    # --peers is only the bootstrap list: a founding member restarted with its old list (which
+    # does not name the newcomer) takes the membership from its log and snapshot.
+    founder = next(n for n in cluster.members if n is not leader and n is not newcomer)
+    founder.stop()
+    founder.extra_args = [
+        "--peers",
+        ",".join(f"{n.node_id}@{n.raft_addr}" for n in cluster.members[:3] if n is not founder),
+    ]
+    founder.start()
+    cluster.wait_ready(timeout=60)
+    addrs = {m["addr"] for m in founder.status()["store"]["nodes"]}
+    assert newcomer.raft_addr in addrs
+    founder.extra_args = []
     # And it can be removed again.
     peers = ",".join(f"{n.node_id}@{n.raft_addr}" for n in cluster.members if n is not newcomer)
     result = cli(

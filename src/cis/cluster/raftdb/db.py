@@ -57,6 +57,7 @@ from pysyncobj import FAIL_REASON
 from pysyncobj import pickle as sync_pickle
 from pysyncobj.config import SERIALIZER_STATE
 from pysyncobj.node import TCPNode
+from pysyncobj.poller import POLL_EVENT_TYPE
 
 from cis.cluster.raftdb.config import RaftDBConfig, check_node_id, parse_address
 from cis.cluster.raftdb.errors import (
@@ -135,6 +136,7 @@ class _PendingRequest:
     request: Request
     deadline: float
     done: Completion
+    size: int
     resolved: bool = False
 
 
@@ -281,6 +283,7 @@ class RaftDB:
         self._fault_fired = False
         self._last_watermark = 0
         self._enqueued_upto = 0  # the last index handed to the applier (tick thread only)
+        self._wake_r = self._wake_w = -1
         self._gate_error: str | None = None
 
     # ================================================================== lifecycle
@@ -349,6 +352,15 @@ class RaftDB:
         except Exception as exc:
             self._journal.close()
             raise ConfigError(f"cannot start Raft on {cfg.bind}: {exc}") from exc
+        # pysyncobj commits, at the start of a tick, what was acknowledged before it, and a
+        # tick ends by polling its sockets. With no other member no acknowledgement ever ends
+        # that poll, so a lone node answered each write only after the 50 ms poll timeout:
+        # just before the poll, wake it when appended entries wait for commit.
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._node._poller.subscribe(self._wake_r, self._drain_wake, POLL_EVENT_TYPE.READ)
+        self._node.addOnTickCallback(self._before_poll)
         transport = self._node.transport
         transport.setOnUtilityMessageCallback("cis_info", self._utility_info)
         transport.setOnUtilityMessageCallback("cis_join", self._utility_join)
@@ -396,6 +408,10 @@ class RaftDB:
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
+        for fd in (self._wake_r, self._wake_w):
+            if fd >= 0:
+                os.close(fd)
+        self._wake_r = self._wake_w = -1
         log.info("raftdb_stopped", node_id=self.node_id)
 
     def _lock_data_dir(self) -> None:
@@ -549,6 +565,19 @@ class RaftDB:
                 node.destroy()
             except Exception:
                 log.exception("raftdb_destroy_failed")
+
+    def _before_poll(self) -> None:
+        node = self._node
+        if node is None or self._status.members or not node._isLeader():
+            return
+        if node.log_bounds()[1] > node.raftCommitIndex:
+            with contextlib.suppress(BlockingIOError):
+                os.write(self._wake_w, b"w")
+
+    def _drain_wake(self, _fd: int, _events: int) -> None:
+        with contextlib.suppress(BlockingIOError):
+            while os.read(self._wake_r, 4096):
+                pass
 
     def _refresh_status(self, node: RaftNode) -> None:
         leader = node._getLeader()
@@ -910,8 +939,8 @@ class RaftDB:
 
     # ================================================================== proposals (writes)
 
-    def _submit(self, request: Request, timeout_s: float, done: Completion) -> None:
-        pending = _PendingRequest(request, time.monotonic() + timeout_s, done)
+    def _submit(self, request: Request, size: int, timeout_s: float, done: Completion) -> None:
+        pending = _PendingRequest(request, time.monotonic() + timeout_s, done, size)
         with self._lock:
             self._proposals.append(pending)
             batch = self._take_batch_locked() if self._inflight_batch is None else None
@@ -941,7 +970,7 @@ class RaftDB:
                 if self._claim(req):
                     req.done(NoLeader("not proposed in time: the write was not applied"))
                 continue
-            cost = _estimate_size(req.request)
+            cost = req.size
             if requests and size + cost > MAX_ENTRY_BYTES:
                 break
             self._proposals.popleft()
@@ -1205,12 +1234,14 @@ class RaftDB:
         request = Request.of(
             statements, transaction, None if client_key is None else f"c:{client_key}"
         )
-        if _estimate_size(request) > MAX_ENTRY_BYTES:
+        size = _estimate_size(request)
+        if size > MAX_ENTRY_BYTES:
             raise StatementError(f"the request is larger than {MAX_ENTRY_BYTES} bytes")
         future: asyncio.Future[list[StatementResult]] = asyncio.get_running_loop().create_future()
         sink = self._sink()
         self._submit(
             request,
+            size,
             timeout_s if timeout_s is not None else self.config.request_timeout_s,
             lambda value: sink.post(future, value),
         )
@@ -1568,12 +1599,13 @@ class RaftDB:
 
 
 def _estimate_size(request: Request) -> int:
+    """Roughly the bytes ``request`` adds to an entry (bounds entries to MAX_ENTRY_BYTES)."""
     size = 64
     for sql, params in request.statements:
         size += len(sql) + 16
-        values = params.values() if isinstance(params, dict) else params
-        for value in values:
-            size += len(value) + 8 if isinstance(value, str | bytes) else 12
+        for value in params.values() if type(params) is dict else params:
+            kind = type(value)
+            size += len(value) + 8 if kind is str or kind is bytes else 12  # type: ignore[arg-type]
     return size
 
 

@@ -53,7 +53,7 @@ def value_from_pb(value: pb.Value) -> SqlValue:
 def value_to_pb(value: SqlValue) -> pb.Value:
     if value is None:
         return pb.Value(null=True)
-    if isinstance(value, bool | int):
+    if isinstance(value, int):  # bool is an int
         return pb.Value(integer=int(value))
     if isinstance(value, float):
         return pb.Value(real=value)

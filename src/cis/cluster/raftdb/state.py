@@ -250,7 +250,7 @@ def value_type(value: SqlValue) -> str:
     """rqlite's type name for a value with no declared column type."""
     if value is None:
         return "null"
-    if isinstance(value, bool | int):
+    if isinstance(value, int):  # bool is an int
         return "integer"
     if isinstance(value, float):
         return "real"

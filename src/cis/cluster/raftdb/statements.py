@@ -69,9 +69,13 @@ class ReadLevel(StrEnum):
             ) from None
 
 
+_TEXT_TYPES: Final = (str, bytes)
+_PLAIN_TYPES: Final = frozenset({str, type(None), bytes})
+
+
 def check_value(value: object, where: str) -> SqlValue:
     """``value`` as an SQLite value, or ``StatementError`` naming ``where``."""
-    if value is None or isinstance(value, str | bytes):
+    if value is None or isinstance(value, _TEXT_TYPES):
         return value
     if isinstance(value, bool):
         return int(value)
@@ -144,9 +148,18 @@ class Statement:
 
 def parse_statement(value: object, position: int) -> Statement:
     """One element of an rqlite request body."""
-    where = f"statement {position}"
-    if isinstance(value, str):
+    if type(value) is str:
         return Statement(value)
+    if type(value) is list and value and type(value[0]) is str:
+        sql, rest = value[0], value[1:]
+        # The common case, checked cheaply: text, NULL, blobs and integers within 64 bits.
+        for v in rest:
+            kind = type(v)
+            if kind not in _PLAIN_TYPES and not (kind is int and _INT64_MIN <= v <= _INT64_MAX):
+                break
+        else:
+            return Statement(sql, tuple(rest))
+    where = f"statement {position}"
     if isinstance(value, list) and value and isinstance(value[0], str):
         sql, rest = value[0], value[1:]
         if len(rest) == 1 and isinstance(rest[0], dict):
@@ -248,7 +261,7 @@ def _value_to_json(value: SqlValue) -> object:
 def _value_from_json(value: object) -> SqlValue:
     if isinstance(value, dict):
         return bytes.fromhex(str(value["b"]))
-    if value is None or isinstance(value, int | float | str):
+    if value is None or isinstance(value, (int, float, str)):
         return value
     raise ValueError("bad stored value")
 

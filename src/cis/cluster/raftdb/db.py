@@ -280,11 +280,9 @@ class RaftDB:
         self._applier_thread: threading.Thread | None = None
         self._lock_fd: int | None = None
         self._started_at = time.time()
-        self._fault_fired = False
         self._last_watermark = 0
         self._enqueued_upto = 0  # the last index handed to the applier (tick thread only)
         self._wake_r = self._wake_w = -1
-        self._gate_error: str | None = None
 
     # ================================================================== lifecycle
 
@@ -518,9 +516,7 @@ class RaftDB:
                         f" applied index {reply.get('applied_index')}) already holds data;"
                         " add this node with `cis-node sql join`"
                     )
-                    self._gate_error = message
-                    log.error("raftdb_refused_to_join", reason=message)
-                    self._on_fatal(message)
+                    self._fatal(message)
                     return
                 if self._node is not None:
                     self._node.transport.open_gate()
@@ -1533,6 +1529,9 @@ class RaftDB:
         ok = True
         if self._failed is not None or self._node is None:
             lines.append(f"[-]node: {self._failed or 'not running'}")
+            ok = False
+        elif self._node.transport.gated:
+            lines.append("[-]node: empty data directory, waiting to hear from a peer")
             ok = False
         else:
             lines.append("[+]node ok")

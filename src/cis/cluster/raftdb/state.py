@@ -446,12 +446,13 @@ class StateMachine:
         tables: set[str] = set()
         ddl = False
         failed = False
+        cur = conn.cursor()
         for si, stmt in enumerate(request.statements):
-            override = overrides.get((ri, si))
+            override = overrides.get((ri, si)) if overrides else None
             if override is not None:
                 result, facts = StatementResult(error=override), None
             else:
-                result, facts = self._execute(stmt)
+                result, facts = self._execute(stmt, cur)
                 if result.error is not None and not conn.in_transaction:
                     # The statement aborted the whole transaction (OR ROLLBACK, RAISE(ROLLBACK)):
                     # start the entry over with this statement recorded as failed.
@@ -463,7 +464,8 @@ class StateMachine:
                     break
                 continue
             if facts is not None:
-                tables |= facts.tables_written
+                if facts.tables_written:
+                    tables |= facts.tables_written
                 ddl = ddl or facts.ddl
         if request.transaction and failed:
             if savepoint:
@@ -480,11 +482,12 @@ class StateMachine:
             )
         return tuple(results), tables, ddl
 
-    def _execute(self, stmt: WireStatement) -> tuple[StatementResult, Facts | None]:
+    def _execute(
+        self, stmt: WireStatement, cur: sqlite3.Cursor
+    ) -> tuple[StatementResult, Facts | None]:
         """Run one user statement on the writer; SQL errors become results."""
         facts = self._auth.begin()
         self._guard.reason = None
-        cur = self._conn.cursor()
         try:
             cur.execute(stmt[0], stmt[1])
             rows = cur.fetchall() if cur.description is not None else None

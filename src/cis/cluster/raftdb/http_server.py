@@ -143,10 +143,13 @@ class _Connection(asyncio.Protocol):
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self._reject(400, b'{"error": "upgrades are not supported"}')
-        except httptools.HttpParserError:
-            self._reject(400, b'{"error": "malformed HTTP request"}')
-        except _TooLarge as exc:
-            self._reject(exc.status, exc.body)
+        except (httptools.HttpParserError, _TooLarge) as exc:
+            # httptools wraps what a callback raises in its own error: look for ours.
+            cause = exc if isinstance(exc, _TooLarge) else exc.__context__
+            if isinstance(cause, _TooLarge):
+                self._reject(cause.status, cause.body)
+            else:
+                self._reject(400, b'{"error": "malformed HTTP request"}')
 
     def close(self) -> None:
         self._closing = True

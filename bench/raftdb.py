@@ -2,21 +2,23 @@
 """Benchmark the replicated SQL service against a 3-member etcd, in the same run.
 
 For each storage mode (``disk``: data under ``--work``; ``tmpfs``: data on /dev/shm, since
-pysyncobj itself never fsyncs and etcd does), this runs, one after the other:
+pysyncobj itself never fsyncs and etcd does), this starts both clusters side by side:
 
-1. a fresh 3-member etcd (``shared/bench/raft/start_etcd.sh``) measured with
-   ``kv_bench.py --target etcd`` (write1, write64, read_lin64);
-2. a fresh 3-node ``cis-node sql serve`` cluster on loopback measured with
-   ``kv_bench.py --target rqlite`` against its leader (write1, write64, read_lin64, batch of
-   1,000 statements in one transaction).
+- a 3-member etcd (``shared/bench/raft/start_etcd.sh``), measured with
+  ``kv_bench.py --target etcd``;
+- a 3-node ``cis-node sql serve`` cluster on loopback (and, with ``--nosync``, a second one
+  started with ``--no-journal-sync``, to measure what fsyncing the Raft journal costs),
+  measured with ``kv_bench.py --target rqlite`` against its leader;
 
-It records each run's JSON, the Raft term before and after every run (a change means an
-election happened during it), and prints a table with the ratios ours/etcd and the targets of
-issue 6: at 64 clients writes ≥ 0.5× etcd and linearizable reads ≥ 1× etcd; batched
-statements ≥ 20,000/s. Both are measured with the same client (``--client raw``) on the same
-machine; on a 2-core VM client and servers share the cores, so read the figures as ratios.
+and then runs each scenario (write1, write64, read_lin64; batch of 1,000 statements in one
+transaction for ours) on one system after the other, ``--reps`` times, so that each pair is
+measured minutes apart at most: the machine is shared, and what other processes take (reported
+by kv_bench as ``other_cpu_cores``) moves a lot. It records every run's JSON, the Raft term
+before and after every run (a change means an election during it), and prints a table with the
+ratios ours/etcd per repetition and their median, against the targets of issue 6: at 64
+clients writes ≥ 0.5× etcd and linearizable reads ≥ 1× etcd; batched statements ≥ 20,000/s.
 
-    .venv/bin/python bench/raftdb.py --work /tmp/raftdb-bench --out bench/results/raftdb
+    .venv/bin/python bench/raftdb.py --reps 3 --nosync --out bench/results/raftdb
 
 Kept out of ``make test``.
 """
@@ -29,6 +31,7 @@ import os
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -40,6 +43,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 TARGETS = {"write64": 0.5, "read_lin64": 1.0}
 BATCH_TARGET = 20_000
+SCENARIOS = ("write1", "write64", "read_lin64", "batch")
 
 
 def find_bench_dir() -> Path:
@@ -62,65 +66,28 @@ def free_ports(count: int) -> list[int]:
     return ports
 
 
-def kv_bench(
-    args: argparse.Namespace, target: str, url: str, pids: list[int], label: str, out: Path
-) -> dict[str, Any]:
-    scenarios = "write1,write64,read_lin64" + (",batch" if target == "rqlite" else "")
-    cmd = [
-        args.python,
-        str(args.bench_dir / "kv_bench.py"),
-        "--target",
-        target,
-        "--url",
-        url,
-        "--client",
-        "raw",
-        "--scenarios",
-        scenarios,
-        "-n",
-        args.n,
-        "--server-pids",
-        " ".join(map(str, pids)),
-        "--label",
-        label,
-        "--out",
-        str(out),
-        "--quiet",
-    ]
-    print(f"# {label}: {' '.join(cmd)}", flush=True)
-    subprocess.run(cmd, check=False, stdout=subprocess.DEVNULL, timeout=1800)
-    return dict(json.loads(out.read_text()))
-
-
-def run_etcd(args: argparse.Namespace, mode: str, rep: int) -> dict[str, Any]:
-    run_dir = args.work / f"etcd-{mode}-rep{rep}"
-    shutil.rmtree(run_dir, ignore_errors=True)
-    start = [str(args.bench_dir / "start_etcd.sh")]
-    if mode == "tmpfs":
-        start.append("--tmpfs")
-    subprocess.run([*start, str(run_dir)], check=True, stdout=subprocess.DEVNULL, timeout=120)
-    try:
+class Etcd:
+    def __init__(self, args: argparse.Namespace, mode: str) -> None:
+        self.args = args
+        self.run_dir = args.work / f"etcd-{mode}"
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+        start = [str(args.bench_dir / "start_etcd.sh")]
+        if mode == "tmpfs":
+            start.append("--tmpfs")
+        subprocess.run([*start, str(self.run_dir)], check=True, stdout=subprocess.DEVNULL)
         env = dict(
             line.split("=", 1)
-            for line in (run_dir / "etcd.env").read_text().split("\n")
+            for line in (self.run_dir / "etcd.env").read_text().split("\n")
             if "=" in line
         )
-        leader = env["ETCD_LEADER"].strip().strip('"')
-        pids = [int(p) for p in (run_dir / "etcd.pids").read_text().split()]
-        return kv_bench(
-            args,
-            "etcd",
-            leader,
-            pids,
-            f"etcd-{mode} rep{rep}",
-            args.out / f"etcd-{mode}-rep{rep}.json",
-        )
-    finally:
+        self.url = env["ETCD_LEADER"].strip().strip('"')
+        self.pids = [int(p) for p in (self.run_dir / "etcd.pids").read_text().split()]
+
+    def stop(self) -> None:
         subprocess.run(
-            [str(args.bench_dir / "stop.sh"), "--clean", str(run_dir)],
+            [str(self.args.bench_dir / "stop.sh"), "--clean", str(self.run_dir)],
             check=False,
             stdout=subprocess.DEVNULL,
-            timeout=60,
         )
 
 
@@ -129,115 +96,165 @@ def _get(url: str, timeout: float = 2.0) -> Any:
         return json.loads(reply.read())
 
 
-def run_ours(args: argparse.Namespace, mode: str, rep: int) -> dict[str, Any]:
-    run_dir = args.work / f"cis-{mode}-rep{rep}"
-    shutil.rmtree(run_dir, ignore_errors=True)
-    run_dir.mkdir(parents=True)
-    data_root = (
-        Path(tempfile.mkdtemp(prefix="cis-bench.", dir="/dev/shm"))
-        if mode == "tmpfs"
-        else run_dir / "data"
-    )
-    secret = run_dir / "cluster.secret"
-    subprocess.run(
-        [args.python, "-m", "cis", "sql", "init-secret", str(secret)],
-        check=True,
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-    )
-    ports = free_ports(6)
-    raft = [f"127.0.0.1:{p}" for p in ports[:3]]
-    http = [f"127.0.0.1:{p}" for p in ports[3:]]
-    procs: list[subprocess.Popen[bytes]] = []
-    try:
+class Ours:
+    def __init__(self, args: argparse.Namespace, mode: str, name: str, extra: list[str]) -> None:
+        self.run_dir = args.work / f"{name}-{mode}"
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+        self.run_dir.mkdir(parents=True)
+        self.mode = mode
+        self.data_root = (
+            Path(tempfile.mkdtemp(prefix="cis-bench.", dir="/dev/shm"))
+            if mode == "tmpfs"
+            else self.run_dir / "data"
+        )
+        secret = self.run_dir / "cluster.secret"
+        subprocess.run(
+            [args.python, "-m", "cis", "sql", "init-secret", str(secret)],
+            check=True,
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+        )
+        ports = free_ports(6)
+        self.raft = [f"127.0.0.1:{p}" for p in ports[:3]]
+        self.http = [f"127.0.0.1:{p}" for p in ports[3:]]
+        self.procs: list[subprocess.Popen[bytes]] = []
         for i in range(3):
-            peers = ",".join(f"{j + 1}@{raft[j]}" for j in range(3) if j != i)
+            peers = ",".join(f"{j + 1}@{self.raft[j]}" for j in range(3) if j != i)
             argv = [
                 args.python, "-m", "cis", "sql", "serve",
-                "--id", str(i + 1), "--raft", raft[i], "--peers", peers,
-                "--http", http[i], "--data", str(data_root / f"n{i + 1}"),
-                "--secret-file", str(secret), *args.serve_args,
+                "--id", str(i + 1), "--raft", self.raft[i], "--peers", peers,
+                "--http", self.http[i], "--data", str(self.data_root / f"n{i + 1}"),
+                "--secret-file", str(secret), "--log-level", "warning", *extra,
             ]  # fmt: skip
-            log = open(run_dir / f"n{i + 1}.log", "wb")  # noqa: SIM115
-            procs.append(subprocess.Popen(argv, cwd=REPO, stdout=log, stderr=subprocess.STDOUT))
+            log = open(self.run_dir / f"n{i + 1}.log", "wb")  # noqa: SIM115
+            self.procs.append(
+                subprocess.Popen(argv, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+            )
             log.close()
+        self.pids = [p.pid for p in self.procs]
+        self.url = self._leader_url()
+
+    def _leader_url(self) -> str:
         deadline = time.monotonic() + 60
-        leader_url = None
-        while time.monotonic() < deadline and leader_url is None:
+        while time.monotonic() < deadline:
             time.sleep(0.3)
             try:
-                statuses = [_get(f"http://{h}/status") for h in http]
+                statuses = [_get(f"http://{h}/status") for h in self.http]
             except OSError:
                 continue
             leaders = {s["store"]["leader"]["addr"] for s in statuses}
             if len(leaders) == 1 and "" not in leaders:
-                addr = leaders.pop()
-                leader_url = f"http://{http[raft.index(addr)]}"
-        if leader_url is None:
-            raise SystemExit(f"the cluster did not elect a leader; logs in {run_dir}")
-        terms_before = [_get(f"http://{h}/status")["store"]["raft"]["term"] for h in http]
-        result = kv_bench(
-            args,
-            "rqlite",
-            leader_url,
-            [p.pid for p in procs],
-            f"cis-{mode} rep{rep}",
-            args.out / f"cis-{mode}-rep{rep}.json",
-        )
-        terms_after = [_get(f"http://{h}/status")["store"]["raft"]["term"] for h in http]
-        result["terms"] = {"before": terms_before, "after": terms_after}
-        return result
-    finally:
-        for proc in procs:
+                return f"http://{self.http[self.raft.index(leaders.pop())]}"
+        raise SystemExit(f"the cluster did not elect a leader; logs in {self.run_dir}")
+
+    def terms(self) -> list[int]:
+        return [int(_get(f"http://{h}/status")["store"]["raft"]["term"]) for h in self.http]
+
+    def stop(self) -> None:
+        for proc in self.procs:
             proc.send_signal(signal.SIGTERM)
-        for proc in procs:
+        for proc in self.procs:
             try:
                 proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        if mode == "tmpfs":
-            shutil.rmtree(data_root, ignore_errors=True)
+        if self.mode == "tmpfs":
+            shutil.rmtree(self.data_root, ignore_errors=True)
 
 
-def figure(run: dict[str, Any], scenario: str, key: str = "ops_per_s") -> float | None:
+def kv_bench(
+    args: argparse.Namespace,
+    target: str,
+    system: Etcd | Ours,
+    scenario: str,
+    label: str,
+) -> dict[str, Any]:
+    out = args.out / f"{label}.json"
+    count = args.n[scenario]
+    cmd = [
+        args.python, str(args.bench_dir / "kv_bench.py"),
+        "--target", target, "--url", system.url, "--client", "raw",
+        "--scenarios", scenario, "-n", f"{scenario}={count}",
+        "--server-pids", " ".join(map(str, system.pids)),
+        "--label", label, "--run-tag", label.replace(" ", "-"),
+        "--out", str(out), "--quiet",
+    ]  # fmt: skip
+    print(f"# {label}: {' '.join(cmd)}", file=sys.stderr, flush=True)
+    terms_before = system.terms() if isinstance(system, Ours) else None
+    subprocess.run(cmd, check=False, stdout=subprocess.DEVNULL, timeout=1800)
+    result = dict(json.loads(out.read_text()))
+    if terms_before is not None and isinstance(system, Ours):
+        result["terms"] = {"before": terms_before, "after": system.terms()}
+    return result
+
+
+def figure(run: dict[str, Any] | None, scenario: str) -> float | None:
+    if not run:
+        return None
     result = run.get("results", {}).get(scenario, {})
+    key = "statements_per_s" if scenario == "batch" else "ops_per_s"
     value = result.get(key)
     return float(value) if isinstance(value, int | float) else None
 
 
-def term_change(run: dict[str, Any]) -> str:
+def other_cpu(run: dict[str, Any] | None, scenario: str) -> str:
+    value = (run or {}).get("results", {}).get(scenario, {}).get("other_cpu_cores")
+    return f"{value:.2f}" if isinstance(value, int | float) else "-"
+
+
+def term_change(run: dict[str, Any] | None) -> str:
+    if not run:
+        return "-"
     if "terms" in run:
-        before, after = run["terms"]["before"], run["terms"]["after"]
-        return f"{max(before)}→{max(after)}"
+        return f"{max(run['terms']['before'])}→{max(run['terms']['after'])}"
     before = run.get("server_before", {}).get("status", {}).get("raft_term")
     after = run.get("server_after", {}).get("status", {}).get("raft_term")
     return f"{before}→{after}"
 
 
-def summarize(runs: dict[str, dict[str, Any]]) -> str:
+def summarize(runs: dict[str, dict[str, Any]], args: argparse.Namespace) -> str:
     lines = [
-        "| mode | scenario | etcd | cis | cis/etcd | target |",
-        "|---|---|---|---|---|---|",
+        "| mode | scenario | rep | etcd | cis | cis/etcd | cis no-sync | other CPU (etcd/cis) |"
+        " terms etcd | terms cis | target |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for name in sorted(runs):
-        if not name.startswith("cis-"):
-            continue
-        ours = runs[name]
-        mode_rep = name[len("cis-") :]
-        etcd = runs.get(f"etcd-{mode_rep}", {})
-        for scenario in ("write1", "write64", "read_lin64"):
-            a, b = figure(etcd, scenario), figure(ours, scenario)
-            ratio = f"{b / a:.2f}" if a and b else "-"
-            target = f"≥ {TARGETS[scenario]}" if scenario in TARGETS else ""
-            lines.append(f"| {mode_rep} | {scenario} ops/s | {a} | {b} | {ratio} | {target} |")
-        stmts = figure(ours, "batch", "statements_per_s")
-        lines.append(f"| {mode_rep} | batch statements/s | - | {stmts} | - | ≥ {BATCH_TARGET} |")
-        lines.append(
-            f"| {mode_rep} | Raft term (before→after) | {term_change(etcd)} |"
-            f" {term_change(ours)} | | |"
-        )
-    return "\n".join(lines)
+    medians = []
+    for mode in args.modes:
+        for scenario in SCENARIOS:
+            ratios = []
+            for rep in range(1, args.reps + 1):
+                etcd = runs.get(f"etcd {mode} {scenario} rep{rep}")
+                ours = runs.get(f"cis {mode} {scenario} rep{rep}")
+                nosync = runs.get(f"cis-nosync {mode} {scenario} rep{rep}")
+                a, b, c = figure(etcd, scenario), figure(ours, scenario), figure(nosync, scenario)
+                ratio = b / a if a and b else None
+                if ratio is not None:
+                    ratios.append(ratio)
+                target = (
+                    f"≥ {TARGETS[scenario]}×"
+                    if scenario in TARGETS
+                    else (f"≥ {BATCH_TARGET}/s" if scenario == "batch" else "")
+                )
+                lines.append(
+                    f"| {mode} | {scenario} | {rep} | {a or '-'} | {b or '-'} |"
+                    f" {f'{ratio:.2f}' if ratio else '-'} | {c or '-'} |"
+                    f" {other_cpu(etcd, scenario)}/{other_cpu(ours, scenario)} |"
+                    f" {term_change(etcd)} | {term_change(ours)} | {target} |"
+                )
+            if ratios:
+                medians.append(
+                    f"{mode} {scenario}: median cis/etcd {statistics.median(ratios):.2f}"
+                )
+            elif scenario == "batch":
+                values = [
+                    v
+                    for rep in range(1, args.reps + 1)
+                    if (v := figure(runs.get(f"cis {mode} batch rep{rep}"), "batch"))
+                ]
+                if values:
+                    medians.append(f"{mode} batch: median {statistics.median(values):.0f} stmts/s")
+    return "\n".join(lines) + "\n\n" + "\n".join(f"- {m}" for m in medians)
 
 
 def main() -> int:
@@ -246,28 +263,38 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "raftdb")
     parser.add_argument("--bench-dir", type=Path, default=None)
     parser.add_argument("--modes", default="disk,tmpfs")
-    parser.add_argument("--reps", type=int, default=1)
+    parser.add_argument("--reps", type=int, default=2)
     parser.add_argument("--python", default=sys.executable)
     parser.add_argument("-n", default="write1=2000,write64=20000,read_lin64=20000,batch=200000")
-    parser.add_argument(
-        "--serve-arg",
-        dest="serve_args",
-        action="append",
-        default=[],
-        help="extra argument for cis-node sql serve (repeat)",
-    )
-    parser.add_argument("--skip-etcd", action="store_true")
+    parser.add_argument("--nosync", action="store_true", help="also run --no-journal-sync")
     args = parser.parse_args()
     args.bench_dir = args.bench_dir or find_bench_dir()
+    args.modes = args.modes.split(",")
+    args.n = dict(item.split("=") for item in args.n.split(","))
+    args.n = {k: int(v) for k, v in args.n.items()}
     args.work.mkdir(parents=True, exist_ok=True)
     args.out.mkdir(parents=True, exist_ok=True)
     runs: dict[str, dict[str, Any]] = {}
-    for rep in range(1, args.reps + 1):
-        for mode in args.modes.split(","):
-            if not args.skip_etcd:
-                runs[f"etcd-{mode}-rep{rep}"] = run_etcd(args, mode, rep)
-            runs[f"cis-{mode}-rep{rep}"] = run_ours(args, mode, rep)
-    table = summarize(runs)
+    for mode in args.modes:
+        systems: list[tuple[str, str, Etcd | Ours]] = []
+        try:
+            systems.append(("etcd", "etcd", Etcd(args, mode)))
+            systems.append(("cis", "rqlite", Ours(args, mode, "cis", [])))
+            if args.nosync:
+                systems.append(
+                    ("cis-nosync", "rqlite", Ours(args, mode, "cis-nosync", ["--no-journal-sync"]))
+                )
+            for rep in range(1, args.reps + 1):
+                for scenario in SCENARIOS:
+                    for name, target, system in systems:
+                        if scenario == "batch" and target == "etcd":
+                            continue
+                        label = f"{name} {mode} {scenario} rep{rep}"
+                        runs[label] = kv_bench(args, target, system, scenario, label)
+        finally:
+            for _, _, system in systems:
+                system.stop()
+    table = summarize(runs, args)
     print(table)
     (args.out / "summary.md").write_text(table + "\n")
     (args.out / "summary.json").write_text(json.dumps(runs, indent=2) + "\n")

@@ -127,7 +127,13 @@ def _node_options(fn: F) -> F:
             is_flag=True,
             help="Enable POST /_cis/partition (tests and scenario scripts only).",
         ),
-        click.option("--log-level", "log_level", default="info", show_default=True),
+        click.option(
+            "--log-level",
+            "log_level",
+            default="info",
+            show_default=True,
+            type=click.Choice(["debug", "info", "warning", "error"]),
+        ),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -208,6 +214,9 @@ def remove_command(node_id: str, peers: str, secret_file: Path | None, timeout: 
         last = error
         if not reply.get("retry"):
             break
+        leader = reply.get("leader")
+        if isinstance(leader, str) and leader not in addresses[:1]:
+            addresses = [leader, *(a for a in addresses if a != leader)]
         time.sleep(0.5)
     raise MembershipError(f"could not remove node {node_id}: {last}")
 

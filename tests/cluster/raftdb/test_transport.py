@@ -129,3 +129,23 @@ def test_a_frame_within_the_limit_is_delivered() -> None:
     assert conn.state == CONNECTION_STATE.CONNECTED
     conn.disconnect()
     theirs.close()
+
+
+def test_a_member_node_pickled_in_another_process_still_matches() -> None:
+    import pickle
+    import subprocess
+    import sys
+
+    from cis.cluster.raftdb.raft import MemberNode
+
+    code = (
+        "import pickle, sys; from cis.cluster.raftdb.raft import MemberNode; "
+        "sys.stdout.buffer.write(pickle.dumps(MemberNode('127.0.0.1:4002')))"
+    )
+    blob = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, check=True, timeout=60
+    ).stdout
+    remote = pickle.loads(blob)
+    local = MemberNode("127.0.0.1:4002")
+    assert remote == local and hash(remote) == hash(local)
+    assert len({remote, local}) == 1

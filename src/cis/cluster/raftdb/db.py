@@ -56,7 +56,6 @@ from typing import Any, Final
 from pysyncobj import FAIL_REASON
 from pysyncobj import pickle as sync_pickle
 from pysyncobj.config import SERIALIZER_STATE
-from pysyncobj.node import TCPNode
 from pysyncobj.poller import POLL_EVENT_TYPE
 
 from cis.cluster.raftdb.config import RaftDBConfig, check_node_id, parse_address
@@ -74,7 +73,7 @@ from cis.cluster.raftdb.errors import (
 )
 from cis.cluster.raftdb.journal import Journal, JournalError, fsync_dir
 from cis.cluster.raftdb.membership import ask, ask_any, reply_error
-from cis.cluster.raftdb.raft import MAX_ENTRY_BYTES, RaftNode, make_conf
+from cis.cluster.raftdb.raft import MAX_ENTRY_BYTES, MemberNode, RaftNode, make_conf
 from cis.cluster.raftdb.state import (
     ApplyHalted,
     Batch,
@@ -156,6 +155,17 @@ class _ReadWaiter:
     deadline: float
     done: Completion
     resolved: bool = False
+    proposed: bool = False  # set before the barrier it waits on is handed to pysyncobj
+    sink: _LoopSink | None = None  # the event loop that waits, if any
+
+
+@dataclass(slots=True)
+class _LoopReads:
+    """The reads of one event loop that wait for the same (not yet proposed) barrier."""
+
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[object]
+    waiter: _ReadWaiter
 
 
 @dataclass(slots=True)
@@ -187,7 +197,7 @@ class _LoopSink:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self._items: deque[tuple[asyncio.Future[Any], object]] = deque()
+        self._items: deque[tuple[asyncio.Future[Any] | None, object]] = deque()
         self._lock = threading.Lock()
         self._scheduled = False
 
@@ -200,12 +210,25 @@ class _LoopSink:
         with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
             self.loop.call_soon_threadsafe(self._drain)
 
+    def post_after(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` in the loop after the tasks woken by what was posted before it."""
+        with self._lock:
+            self._items.append((None, fn))
+            if self._scheduled:
+                return
+            self._scheduled = True
+        with contextlib.suppress(RuntimeError):
+            self.loop.call_soon_threadsafe(self._drain)
+
     def _drain(self) -> None:
         with self._lock:
             items = list(self._items)
             self._items.clear()
             self._scheduled = False
         for future, value in items:
+            if future is None:
+                self.loop.call_soon(value)  # type: ignore[arg-type]
+                continue
             if future.done():
                 continue
             if isinstance(value, BaseException):
@@ -251,6 +274,7 @@ class RaftDB:
         self._read_waiters: dict[int, _ReadWaiter] = {}
         self._inflight_batch: str | None = None
         self._sinks: dict[int, _LoopSink] = {}
+        self._loop_reads: dict[int, _LoopReads] = {}
         self._lock = threading.RLock()
         self._state: StateMachine | None = None
         self._node: RaftNode | None = None
@@ -269,6 +293,7 @@ class RaftDB:
         self._barrier_inflight = False
         self._barrier_next: list[_ReadWaiter] = []
         self._barrier_retry_at: float | None = None
+        self._barrier_kick_since: float | None = None
         self._registry: dict[str, NodeInfo] = {}
         self._registering = False
         self._init_proposed = False
@@ -293,6 +318,22 @@ class RaftDB:
         secret is refused by the members (``join``), or the SQLite version differs from the
         cluster's.
         """
+        try:
+            self._start()
+        except BaseException:
+            # Leave nothing behind: the caller may start another RaftDB on the same directory.
+            if self._node is not None and self._tick_thread is None:
+                self._node.destroy()
+            if self._journal is not None:
+                self._journal.close()
+            if self._state is not None:
+                self._state.close()
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
+                self._lock_fd = None
+            raise
+
+    def _start(self) -> None:
         cfg = self.config
         self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._lock_data_dir()
@@ -348,7 +389,6 @@ class RaftDB:
                 gated=gated,
             )
         except Exception as exc:
-            self._journal.close()
             raise ConfigError(f"cannot start Raft on {cfg.bind}: {exc}") from exc
         # pysyncobj commits, at the start of a tick, what was acknowledged before it, and a
         # tick ends by polling its sockets. With no other member no acknowledgement ever ends
@@ -579,7 +619,7 @@ class RaftDB:
         leader = node._getLeader()
         first, last = node.log_bounds()
         members = tuple(sorted(n.address for n in node.otherNodes))
-        connected = tuple(a for a in members if node.isNodeConnected(TCPNode(a)))
+        connected = tuple(a for a in members if node.isNodeConnected(MemberNode(a)))
         self._status = _Status(
             state=_RAFT_STATES.get(node.raft_state(), "Follower"),
             term=int(node.raftCurrentTerm),
@@ -605,6 +645,9 @@ class RaftDB:
         if self._barrier_retry_at is not None and self._barrier_retry_at <= now:
             self._barrier_retry_at = None
             self._start_barrier_if_waiting()
+        kick_since = self._barrier_kick_since
+        if kick_since is not None and now - kick_since > 0.2:
+            self._kick_barrier()  # the loop that should have proposed it is gone or stuck
         status = self._status
         if status.leader_addr is None or self._node is None or self._node.transport.gated:
             return
@@ -926,7 +969,7 @@ class RaftDB:
             return (
                 _entry_from_json(header.data.get("last")),
                 _entry_from_json(header.data.get("prev")),
-                {TCPNode(str(a)) for a in cluster},
+                {MemberNode(str(a)) for a in cluster},
             )
         except Exception as exc:
             # pysyncobj would log and carry on with whatever state it has: never that.
@@ -1122,18 +1165,34 @@ class RaftDB:
             for waiter in group:
                 self._resolve_read(waiter, NodeFailed("the node is not running"))
             return
-        node._barrier(
-            callback=lambda res, err, g=group, s=shared: self._on_barrier_done(g, s, res, err)
-        )
+        for waiter in group:  # before proposing: a read that sees False is not too late
+            waiter.proposed = True
+        propose = node._barrier if node._isLeader() else node._relayed_barrier
+        propose(callback=lambda res, err, g=group, s=shared: self._on_barrier_done(g, s, res, err))
 
     def _on_barrier_done(
         self, group: list[_ReadWaiter], shared: bool, res: object, err: int
     ) -> None:
+        """A barrier came back (tick thread): release its reads, propose the next one.
+
+        When every read waiting for the next barrier belongs to one event loop, the next
+        barrier is proposed *by that loop*, after it has answered the reads just released: the
+        reads that arrive meanwhile join it, so under load a barrier serves more reads (each
+        barrier costs several messages and ticks on every node).
+        """
+        deferred: _LoopSink | None = None
+        nxt: list[_ReadWaiter] = []
         if shared:
             with self._lock:
-                nxt = self._barrier_next
-                self._barrier_next = []
-                self._barrier_inflight = bool(nxt)
+                waiting = self._barrier_next
+                sinks = {w.sink for w in waiting}
+                if waiting and len(sinks) == 1 and None not in sinks:
+                    deferred = waiting[0].sink
+                    self._barrier_kick_since = time.monotonic()  # stays "in flight"
+                else:
+                    nxt = waiting
+                    self._barrier_next = []
+                    self._barrier_inflight = bool(nxt)
             if nxt:
                 self._propose_barrier(nxt, shared=True)
         live = [w for w in group if not w.resolved]
@@ -1143,15 +1202,29 @@ class RaftDB:
             def release() -> None:
                 for waiter in live:
                     self._resolve_read(waiter, index)
+                if deferred is not None:
+                    deferred.post_after(self._kick_barrier)
 
             self._when_applied(index, release)
             return
+        if deferred is not None:
+            deferred.post_after(self._kick_barrier)
         if not live:
             return
         # Not confirmed (no leader, leader changed): wait for a later barrier, until deadlines.
         with self._lock:
             self._barrier_next[:0] = live
         self._barrier_retry_at = time.monotonic() + (0.01 if err in _RETRY_SOON else 0.05)
+
+    def _kick_barrier(self) -> None:
+        """Propose the barrier the waiting reads share (a deferred hand-over, see above)."""
+        with self._lock:
+            self._barrier_kick_since = None
+            group = self._barrier_next
+            self._barrier_next = []
+            self._barrier_inflight = bool(group)
+        if group:
+            self._propose_barrier(group, shared=True)
 
     def _start_barrier_if_waiting(self) -> None:
         with self._lock:
@@ -1286,11 +1359,29 @@ class RaftDB:
                 return
             await self._wait_applied(commit, wait)
             return
-        future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
-        sink = self._sink()
-        waiter = _ReadWaiter(time.monotonic() + wait, lambda value: sink.post(future, value))
-        self._read_barrier(waiter, shared=level is ReadLevel.LINEARIZABLE)
-        await future
+        loop = asyncio.get_running_loop()
+        if level is ReadLevel.STRONG:
+            future: asyncio.Future[object] = loop.create_future()
+            sink = self._sink()
+            waiter = _ReadWaiter(time.monotonic() + wait, lambda value: sink.post(future, value))
+            self._read_barrier(waiter, shared=False)
+            await future
+            return
+        # The reads of this loop that arrive before the next barrier is proposed share one
+        # future (and one waiter in the barrier group). A read that finds the group already
+        # proposed starts a new one: the barrier it waits for is proposed after it arrived.
+        group = self._loop_reads.get(id(loop))
+        if group is None or group.loop is not loop or group.waiter.proposed or group.future.done():
+            shared: asyncio.Future[object] = loop.create_future()
+            sink = self._sink()
+            waiter = _ReadWaiter(
+                time.monotonic() + wait, lambda value: sink.post(shared, value), sink=sink
+            )
+            group = _LoopReads(loop, shared, waiter)
+            self._loop_reads[id(loop)] = group
+            self._read_barrier(waiter, shared=True)
+        # shield: one cancelled read must not cancel the others waiting on the same future
+        await asyncio.shield(group.future)
 
     async def _wait_applied(self, index: int, timeout_s: float) -> None:
         future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
@@ -1451,6 +1542,18 @@ class RaftDB:
             # A Raft leader cannot remove itself: hand leadership over, then the caller retries.
             node.transferLeadership()
             callback({"ok": False, "retry": True, "error": "leadership is being transferred"}, None)
+            return
+        if address == self._status.leader_addr:
+            # Only the leader can hand its leadership over: send the caller there.
+            callback(
+                {
+                    "ok": False,
+                    "retry": True,
+                    "leader": address,
+                    "error": "the member to remove is the leader; ask it to step down",
+                },
+                None,
+            )
             return
 
         def removed(_res: Any, err: Any) -> None:

@@ -46,7 +46,6 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from pysyncobj.node import TCPNode
 from pysyncobj.poller import POLL_EVENT_TYPE
 from pysyncobj.tcp_connection import TcpConnection
 from pysyncobj.tcp_server import TcpServer
@@ -298,7 +297,3 @@ class CisTransport(TCPTransport):  # type: ignore[misc]
                 if ack is not None and message.get("success"):
                     message = dict(message, next_node_idx=ack)
         return bool(super().send(node, message))
-
-
-def node_of(address: str) -> TCPNode:
-    return TCPNode(address)

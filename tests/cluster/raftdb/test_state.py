@@ -331,3 +331,54 @@ def test_the_writer_uses_the_project_pragmas(sm: StateMachine) -> None:
     conn = sqlite3.connect(sm.path)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     conn.close()
+
+
+def test_replicas_without_results_reach_the_same_database(tmp_path: Path) -> None:
+    """The origin applies statement by statement; the others may use executemany."""
+    insert = "INSERT INTO t (id, v) VALUES (?, ?)"
+    entries = [
+        batch(req("CREATE TABLE t (id INTEGER PRIMARY KEY, v INTEGER NOT NULL)")),
+        batch(req(*[S.of(insert, i, i) for i in range(100)], transaction=True)),
+        # a duplicate key half-way: the whole request rolls back
+        batch(req(*[S.of(insert, i, i) for i in (500, 501, 5, 502)], transaction=True)),
+        # NULL into NOT NULL via a parameter
+        batch(
+            req(
+                *[S.of(insert, i, None if i == 602 else i) for i in (600, 601, 602)],
+                transaction=True,
+            )
+        ),
+        # aborts the whole SQLite transaction, with another request in the same entry
+        batch(
+            req(S.of("INSERT INTO t (id, v) VALUES (700, 7)")),
+            req(
+                *[S.of("INSERT OR ROLLBACK INTO t (id, v) VALUES (?, 1)", i) for i in (800, 1)],
+                transaction=True,
+            ),
+        ),
+        batch(
+            req(
+                *[S.of("UPDATE t SET v = v + ? WHERE id < 10", 1) for _ in range(5)],
+                transaction=True,
+            )
+        ),
+    ]
+    origin = StateMachine(tmp_path / "origin.db")
+    replica = StateMachine(tmp_path / "replica.db")
+    for index, entry in enumerate(entries, start=1):
+        origin.apply_batch(index, entry, results=True)
+        replica.apply_batch(index, entry, results=False)
+
+    def dump(machine: StateMachine) -> list[str]:
+        conn = sqlite3.connect(machine.path)
+        try:
+            return list(conn.iterdump())
+        finally:
+            conn.close()
+
+    assert dump(origin) == dump(replica)
+    assert rows(origin, "SELECT count(*) FROM t") == [(101,)]
+    assert rows(origin, "SELECT v FROM t WHERE id = 0") == [(5,)]
+    versions = Reader(replica.path, replica.caches)
+    assert versions.table_version("t") == 6
+    versions.close()

@@ -759,7 +759,9 @@ class RaftDB:
             log.error("raftdb_malformed_entry", index=index, error=str(exc))
             state.apply_meta(index, "invalid", ())
             return
-        result = state.apply_batch(index, batch, self._before_commit)
+        with self._lock:
+            mine = batch.batch_id in self._pending
+        result = state.apply_batch(index, batch, self._before_commit, results=mine)
         if result.outcome is Outcome.SKIPPED:
             return
         with self._lock:

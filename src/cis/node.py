@@ -45,6 +45,7 @@ from cis.storage.stream import StreamPositions
 
 if TYPE_CHECKING:
     from cis.api.server import HttpServer
+    from cis.skills.host import SkillHost
 
 __all__ = ["Node", "NodeStartFailed", "NodeStorage", "read_runtime_file"]
 
@@ -214,6 +215,7 @@ class Node:
         self.config = config
         self.storage = NodeStorage(home, config, clock=clock, pdu_parser=pdu_parser)
         self._http: HttpServer | None = None
+        self.skills: SkillHost | None = None
         self._started = False
         self._stopped = False
 
@@ -239,9 +241,11 @@ class Node:
             lambda: str(self.listen) if self.listen else None,
         )  # fmt: skip
         admin = AdminHandler(storage.rooms, storage.positions)
-        app = create_app(status=status, admin=admin, admin_token=admin_token)
+        self.skills = self._skill_host()
+        app = create_app(status=status, admin=admin, admin_token=admin_token, skills=self.skills)
         self._http = HttpServer(app, bind(self.config.listen))
         await self._http.start()
+        await self.skills.start()  # before run/node.json: local tools find skills running
         await asyncio.to_thread(self._write_runtime_file)
         self._started = True
         identity = storage.identity
@@ -263,9 +267,28 @@ class Node:
         self.storage.end_long_polls()  # before the HTTP server waits for their responses
         if self._http is not None:
             await self._http.stop()
+        if self.skills is not None:
+            await self.skills.stop()
         clean = await self.storage.close()
         if started:
             log.info("node_stopped", clean=clean)
+
+    def _skill_host(self) -> SkillHost:
+        from cis.skills.host import SkillHost, SkillSettings
+
+        config = self.config
+        settings = SkillSettings(
+            enabled=config.skills_enabled,
+            handler_timeout_s=config.skill_handler_timeout_s,
+            events_per_s=config.skill_events_per_s,
+            events_burst=config.skill_events_burst,
+            per_skill=config.skill_settings,
+        )
+        storage = self.storage
+        return SkillHost(
+            home=self.home, identity=storage.identity, rooms=storage.rooms, settings=settings,
+            clock=storage.clock,
+        )  # fmt: skip
 
     def _write_runtime_file(self) -> None:
         target = self.home.runtime_file

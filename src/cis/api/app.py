@@ -13,9 +13,16 @@ from cis.api.admin import AdminAuth, admin_router
 from cis.api.errors import install_error_handlers
 from cis.handlers.admin import AdminHandler
 from cis.handlers.status import StatusHandler
+from cis.skills.host import SkillHost
 
 
-def create_app(*, status: StatusHandler, admin: AdminHandler, admin_token: str) -> FastAPI:
+def create_app(
+    *,
+    status: StatusHandler,
+    admin: AdminHandler,
+    admin_token: str,
+    skills: SkillHost | None = None,
+) -> FastAPI:
     app = FastAPI(
         title="cis-node",
         version=__version__,
@@ -24,5 +31,10 @@ def create_app(*, status: StatusHandler, admin: AdminHandler, admin_token: str) 
         redoc_url=None,
     )
     install_error_handlers(app)
-    app.include_router(admin_router(status, admin, AdminAuth(admin_token)))
+    auth = AdminAuth(admin_token)
+    app.include_router(admin_router(status, admin, auth))
+    if skills is not None:
+        from cis.api.skills import skills_router
+
+        app.include_router(skills_router(skills, admin_token, auth))
     return app

@@ -4,13 +4,10 @@ in order (the skill's position commits with its writes)."""
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import random
 import signal
 import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -23,7 +20,7 @@ from cis.node import NodeStorage
 from tests.e2e.conftest import Processes, wait_for
 from tests.skills.conftest import install_sample
 from tests.skills.gateway import CoreGateway
-from tests.skills.helpers import plain_room, send_items
+from tests.skills.helpers import plain_room, send_items, start_node
 
 pytestmark = pytest.mark.e2e
 
@@ -59,27 +56,6 @@ def _recorded(home: Path) -> list[tuple[int, str]]:
     return [(int(n), str(e)) for n, e in rows]
 
 
-def _start(processes: Processes, home: Path, env: dict[str, str]) -> subprocess.Popen[str]:
-    process, log_path = processes.popen(
-        [sys.executable, "-m", "cis", "run", "--home", str(home), "--listen", "127.0.0.1:0"],
-        f"node-{len(processes.started)}.log",
-        stdout=subprocess.DEVNULL,
-        env=env,
-    )
-    runtime = home / "run" / "node.json"
-
-    def ready() -> bool:
-        if process.poll() is not None:
-            raise AssertionError(f"cis-node run exited:\n{log_path.read_text()}")
-        try:
-            return bool(json.loads(runtime.read_text()).get("pid") == process.pid)
-        except (FileNotFoundError, ValueError):
-            return False
-
-    wait_for(ready, 60, "the node to start")
-    return process
-
-
 def test_kill_9_inside_handlers_neither_loses_nor_repeats_an_effect(
     processes: Processes, node_home: Path, tmp_path: Path
 ) -> None:
@@ -101,7 +77,7 @@ def test_kill_9_inside_handlers_neither_loses_nor_repeats_an_effect(
     progress = []
     for _ in range(KILLS):
         assert time.monotonic() < deadline, f"seed {seed}: out of time after {progress}"
-        process = _start(processes, node_home, env)
+        process = start_node(processes, node_home, env)
         time.sleep(rng.uniform(0.3, 1.2))
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=10)
@@ -109,7 +85,7 @@ def test_kill_9_inside_handlers_neither_loses_nor_repeats_an_effect(
         if progress[-1] == EVENTS:
             break
     assert sum(0 < p < EVENTS for p in progress) >= 3, f"seed {seed}: kills at {progress}"
-    process = _start(processes, node_home, env)
+    process = start_node(processes, node_home, env)
     wait_for(lambda: len(_recorded(node_home)) >= EVENTS, 60, "every event handled")
     time.sleep(0.3)  # nothing more arrives
     process.send_signal(signal.SIGTERM)

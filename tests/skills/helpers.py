@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import sys
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
 
 from cis.identity import NodeIdentity
 from cis.ids import RoomId
@@ -50,3 +55,27 @@ async def send_items(
     me = identity.system_user_id
     for n in numbers:
         await gateway.send(room_id, EventDraft(me, kind, {"n": n}))
+
+
+def start_node(processes: Any, home: Path, env: dict[str, str]) -> subprocess.Popen[str]:
+    """``cis-node run`` on 127.0.0.1:0 with ``env`` (started through the e2e ``Processes``, so
+    it is killed at teardown); returns once ``run/node.json`` names it."""
+    process, log_path = processes.popen(
+        [sys.executable, "-m", "cis", "run", "--home", str(home), "--listen", "127.0.0.1:0"],
+        f"node-{len(processes.started)}.log",
+        stdout=subprocess.DEVNULL,
+        env=env,
+    )
+    runtime = home / "run" / "node.json"
+    deadline = time.monotonic() + 60
+    while True:
+        if process.poll() is not None:
+            raise AssertionError(f"cis-node run exited:\n{log_path.read_text()}")
+        try:
+            if json.loads(runtime.read_text()).get("pid") == process.pid:
+                return process  # type: ignore[no-any-return]
+        except (FileNotFoundError, ValueError):
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError("the node did not start")
+        time.sleep(0.02)

@@ -56,7 +56,7 @@ from cis.storage.database import Database
 from cis.storage.errors import RoomArchived, StorageError, UnknownRoom
 from cis.storage.events import StoredEvent
 from cis.storage.rooms.manager import RoomStoreManager
-from cis.storage.rooms.types import Direction, EventFilter, Pagination, TxnKey
+from cis.storage.rooms.types import Direction, EventFilter, Pagination, RoomStatus, TxnKey
 from cis.storage.skills import advance_position_txn, delivery_positions, open_skill_database
 
 __all__ = [
@@ -81,6 +81,9 @@ STREAM_DEADLINE_S: Final = 6 * 3600.0
 CLOSE_WAIT_S: Final = 5.0
 TICK_MIN_S: Final = 0.02
 TICK_MAX_S: Final = 0.5
+ROOM_SCAN_S: Final = 2.0
+"""How often the host looks for rooms that appeared on the node (joined through federation)
+whose create event names one of its skills."""
 
 
 class SkillState(StrEnum):
@@ -216,6 +219,8 @@ class SkillHost:
         self._runtimes: dict[str, _Runtime] = {}
         self._installed: Mapping[str, InstalledSkill] = {}
         self._ticker: asyncio.Task[None] | None = None
+        self._scanner: asyncio.Task[None] | None = None
+        self._scanned: set[RoomId] = set()
         self._background: set[asyncio.Task[Any]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = False
@@ -244,14 +249,16 @@ class SkillHost:
             self._runtimes[name] = runtime
         self._ticker = asyncio.create_task(self._tick())
         await asyncio.gather(*(self._start_skill(rt) for rt in self._runtimes.values()))
+        self._scanner = asyncio.create_task(self._scan_rooms())
 
     async def stop(self) -> None:
         """Stop deliveries, then every skill: its worker (or abandon it) and its database."""
         self._stopping = True
-        if self._ticker is not None:
-            self._ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._ticker
+        for task in (self._ticker, self._scanner):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await asyncio.gather(
             *(self._stop_skill(rt) for rt in self._runtimes.values()), return_exceptions=True
         )
@@ -356,8 +363,8 @@ class SkillHost:
             if ticket.expired:
                 raise SkillDisabled(f"skill {rt.name} overran its deadline in {what}") from None
             raise
-        except (SkillDisabled, CommandError):
-            raise
+        except (SkillDisabled, SkillUnavailable, CommandError):
+            raise  # expected: the skill is not at fault
         except Exception as exc:
             rt.counters.errors += 1
             log.error(
@@ -424,6 +431,36 @@ class SkillHost:
         await self._retire(rt)
 
     # ------------------------------------------------------------------ delivery
+
+    async def _scan_rooms(self) -> None:
+        while True:
+            try:
+                await self.scan_rooms()
+            except StorageError as exc:
+                log.warning("skill_room_scan_failed", why=str(exc))
+            await asyncio.sleep(ROOM_SCAN_S)
+
+    async def scan_rooms(self) -> int:
+        """Deliver to each skill the rooms of this node whose create event names it (its own
+        and those of other nodes this node joined, e.g. a repository of another node); return
+        how many were added."""
+        added = 0
+        for info in await self._rooms.list_rooms():
+            if info.room_id in self._scanned or info.status is not RoomStatus.ACTIVE:
+                continue
+            store = await self._rooms.get(info.room_id)
+            create = await store.state_event("m.room.create", "") if store is not None else None
+            if create is None:
+                continue  # not joined yet: look again later
+            self._scanned.add(info.room_id)
+            owner = create.content.get(SKILL_CREATE_KEY)
+            rt = self._runtimes.get(owner) if isinstance(owner, str) else None
+            if rt is None or rt.state is not SkillState.RUNNING or info.room_id in rt.positions:
+                continue
+            await self.watch_room(rt, info.room_id)
+            log.info("skill_room_found", skill=rt.name, room_id=info.room_id)
+            added += 1
+        return added
 
     def _follow(self, rt: _Runtime, room_id: RoomId) -> None:
         if room_id in rt.followers or rt.disabled:

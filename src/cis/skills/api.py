@@ -27,6 +27,7 @@ from cis.matrix import Event
 from cis.skills.contract import (
     CommandHandler,
     EventHandler,
+    PeerHandler,
     RoomSpec,
     SkillDisabled,
     SkillError,
@@ -309,6 +310,23 @@ class NodeSkillApi:
         self._check()
         _check_name("stream", name)
         self._rt.streams[name] = handler
+
+    def register_peer_method(self, name: str, handler: PeerHandler) -> None:
+        self._check()
+        _check_name("peer method", name)
+        self._rt.peer_methods[name] = handler
+
+    async def call_peer(
+        self,
+        node_id: str,
+        method: str,
+        header: Mapping[str, Any],
+        payload: bytes = b"",
+    ) -> tuple[dict[str, Any], bytes]:
+        _check_name("peer method", method)
+        return await self._on_node(
+            lambda: self._host.call_peer(self._rt, node_id, method, header, bytes(payload))
+        )
 
 
 def _check_type(event_type: object) -> None:

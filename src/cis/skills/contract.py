@@ -53,6 +53,7 @@ from cis.storage.sqlite import Migration
 
 __all__ = [
     "CONTRACT_VERSION",
+    "MAX_PEER_PAYLOAD",
     "POWER_ADMIN",
     "POWER_MEMBER",
     "POWER_SOVEREIGN",
@@ -61,6 +62,8 @@ __all__ = [
     "DuplexStream",
     "EventHandler",
     "Migration",
+    "PeerHandler",
+    "PeerReply",
     "RoomSpec",
     "Skill",
     "SkillApi",
@@ -86,6 +89,8 @@ POWER_SOVEREIGN: Final = 100
 
 SKILL_NAME_RE: Final = re.compile(r"[a-z][a-z0-9_]{0,31}\Z")
 LOCALPART_RE: Final = re.compile(r"[a-z0-9][a-z0-9._=-]{0,127}\Z")
+MAX_PEER_PAYLOAD: Final = 768 * 1024
+"""Bytes of payload one peer call carries each way (a tunnel frame holds at most 1 MiB)."""
 EVENT_TYPE_RE: Final = re.compile(r"io\.cis\.([a-z][a-z0-9_]{0,31})\.[a-z0-9_.]{1,64}\Z")
 
 
@@ -177,6 +182,11 @@ class DuplexStream(Protocol):
 
 StreamHandler: TypeAlias = Callable[[DuplexStream, Mapping[str, str]], Awaitable[int]]
 """Serves one stream; returns the tool's exit status (0 success)."""
+
+PeerReply: TypeAlias = tuple[Mapping[str, Any], bytes]
+PeerHandler: TypeAlias = Callable[[str, Mapping[str, Any], bytes], Awaitable[PeerReply]]
+"""``(caller node_id, header, payload) -> (header, payload)``: the same skill on another node
+asked for something (a ``CommandError`` is returned to the caller as its refusal)."""
 
 
 class SkillDatabase(Protocol):
@@ -349,6 +359,24 @@ class SkillApi(Protocol):
 
     def register_stream(self, name: str, handler: StreamHandler) -> None:
         """Serve the local byte-stream endpoint ``/_cis/admin/v1/skills/{skill}/streams/{name}``."""
+        ...
+
+    # ------------------------------------------------------------ other nodes
+
+    def register_peer_method(self, name: str, handler: PeerHandler) -> None:
+        """Answer ``name`` when the same skill on another node calls it (over the tunnel)."""
+        ...
+
+    async def call_peer(
+        self,
+        node_id: str,
+        method: str,
+        header: Mapping[str, Any],
+        payload: bytes = b"",
+    ) -> tuple[dict[str, Any], bytes]:
+        """Call ``method`` of the same skill on node ``node_id``: a JSON header and at most
+        ``MAX_PEER_PAYLOAD`` bytes each way (a skill chunks larger data). ``SkillUnavailable``
+        when that node cannot be reached; ``CommandError`` with the peer's refusal."""
         ...
 
 

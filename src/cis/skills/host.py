@@ -41,6 +41,7 @@ from cis.skills.contract import (
     CommandHandler,
     DuplexStream,
     EventHandler,
+    PeerHandler,
     RoomSpec,
     Skill,
     SkillDisabled,
@@ -50,6 +51,7 @@ from cis.skills.contract import (
 )
 from cis.skills.discovery import InstalledSkill, installed_skills, load_skill
 from cis.skills.gateway import EventDraft, RoomGateway
+from cis.skills.peers import PeerTransport, PeerUnreachable, decode_body, encode_body
 from cis.skills.watchdog import Ticket, TokenBucket, Watchdog
 from cis.skills.worker import SkillWorker
 from cis.storage.database import Database
@@ -159,6 +161,7 @@ class _Runtime:
         self.handlers: dict[str, EventHandler] = {}
         self.commands: dict[str, CommandHandler] = {}
         self.streams: dict[str, StreamHandler] = {}
+        self.peer_methods: dict[str, PeerHandler] = {}
         self.positions: dict[RoomId, int] = {}
         self.dirty: dict[RoomId, tuple[int, EventId]] = {}
         self.followers: dict[RoomId, asyncio.Task[None]] = {}
@@ -214,6 +217,7 @@ class SkillHost:
         self.clock = clock
         self._rooms = rooms
         self._gateway = gateway
+        self._peers: PeerTransport | None = None
         self._discover = discover
         self._watchdog = Watchdog(clock)
         self._runtimes: dict[str, _Runtime] = {}
@@ -233,6 +237,14 @@ class SkillHost:
 
     def set_gateway(self, gateway: RoomGateway) -> None:
         self._gateway = gateway
+
+    @property
+    def has_gateway(self) -> bool:
+        return self._gateway is not None
+
+    def set_peer_transport(self, transport: PeerTransport | None) -> None:
+        """How skills reach the same skill on other nodes (federation's tunnels)."""
+        self._peers = transport
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -702,6 +714,51 @@ class SkillHost:
             rt, f"stream {name}", handler, stream, params, timeout_s=STREAM_DEADLINE_S
         )
         return status if isinstance(status, int) else 1
+
+    # ------------------------------------------------------------------ other nodes
+
+    async def call_peer(
+        self,
+        rt: _Runtime,
+        node_id: str,
+        method: str,
+        header: Mapping[str, Any],
+        payload: bytes,
+    ) -> tuple[dict[str, Any], bytes]:
+        if node_id == self.identity.node_id:
+            raise SkillError("a skill calls other nodes, not its own")
+        if self._peers is None:
+            raise SkillUnavailable(f"node {node_id} unreachable (no tunnels are running)")
+        body = encode_body(header, payload)
+        try:
+            answer = await self._peers.call(node_id, rt.name, method, body)
+        except PeerUnreachable as exc:
+            raise SkillUnavailable(f"node {node_id} unreachable ({exc})") from None
+        try:
+            reply, data = decode_body(answer)
+        except ValueError as exc:
+            raise SkillUnavailable(f"node {node_id} answered nonsense ({exc})") from None
+        if "error" in reply:
+            raise CommandError(f"node {node_id}: {str(reply['error'])[:300]}")
+        return reply, data
+
+    async def handle_peer_call(self, caller: str, skill: str, method: str, body: bytes) -> bytes:
+        """A call from ``skill`` on node ``caller`` (authenticated by the transport)."""
+        try:
+            rt = self._running(skill)
+            handler = rt.peer_methods.get(method)
+            if handler is None:
+                raise CommandError(f"skill {skill} has no peer method {method!r}")
+            header, payload = decode_body(body)
+            result: object = await self._call(
+                rt, f"peer {method}", handler, caller, header, payload, timeout_s=STREAM_DEADLINE_S
+            )
+            if not isinstance(result, tuple) or len(result) != 2:
+                raise CommandError(f"skill {skill}: peer method {method} answered nothing")
+            reply, data = result
+            return encode_body(reply, data)
+        except (CommandError, SkillError, ValueError) as exc:
+            return encode_body({"error": str(exc)})
 
     def _running(self, skill: str) -> _Runtime:
         rt = self._runtimes.get(skill)

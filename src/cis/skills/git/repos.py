@@ -28,7 +28,7 @@ from dulwich.repo import Repo
 
 from cis.clock import Clock
 from cis.skills.contract import SkillDatabase
-from cis.skills.git.names import validate_repo
+from cis.skills.git.names import NODE_RE, InvalidName, validate_repo
 from cis.skills.git.schema import (
     ZERO,
     RefUpdate,
@@ -63,8 +63,18 @@ class Repositories:
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
 
-    def path(self, repo: str) -> Path:
-        return self.root / f"{validate_repo(repo)}.git"
+    def key(self, home_node: str, repo: str) -> str:
+        """How a repository is stored here: its name when it is homed here, ``REPO@HOME`` for a
+        replica of another node's (so the two never collide)."""
+        validate_repo(repo)
+        return repo if home_node == self._node_id else f"{repo}@{home_node}"
+
+    def path(self, key: str) -> Path:
+        repo, _, home = key.partition("@")
+        validate_repo(repo)
+        if home and not NODE_RE.match(home):
+            raise InvalidName(f"invalid node id {home!r}")
+        return self.root / f"{key}.git"
 
     def lock(self, repo: str) -> threading.Lock:
         with self._locks_guard:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -30,6 +30,7 @@ __all__ = [
     "outbox",
     "read_refs",
     "read_repo",
+    "replace_refs_txn",
 ]
 
 MAX_LISTED_OBJECTS: Final = 1000
@@ -175,6 +176,39 @@ def apply_updates_txn(
             chosen = "refs/heads/main" if "refs/heads/main" in branches else branches[0]
             conn.execute("UPDATE repositories SET head = ? WHERE name = ?", (chosen, repo))
     return ids
+
+
+def replace_refs_txn(
+    conn: sqlite3.Connection,
+    repo: str,
+    refs: Mapping[str, str],
+    *,
+    home_node: str,
+    head: str | None,
+    now_ms: int,
+) -> int:
+    """A replica takes its home node's refs as they are (the home node is their one authority);
+    return how many refs changed."""
+    conn.execute(
+        """INSERT INTO repositories (name, home_node, head, created_ts) VALUES (?, ?, ?, ?)
+           ON CONFLICT (name) DO UPDATE SET head = excluded.head
+           WHERE repositories.home_node = excluded.home_node""",
+        (repo, home_node, head, now_ms),
+    )
+    held = read_refs(conn, repo)
+    changes = 0
+    for name in held.keys() - refs.keys():
+        conn.execute("DELETE FROM refs WHERE repo = ? AND name = ?", (repo, name))
+        changes += 1
+    for name, sha in refs.items():
+        if held.get(name) != sha:
+            conn.execute(
+                "INSERT INTO refs (repo, name, sha) VALUES (?, ?, ?)"
+                " ON CONFLICT (repo, name) DO UPDATE SET sha = excluded.sha",
+                (repo, name, sha),
+            )
+            changes += 1
+    return changes
 
 
 def outbox(conn: sqlite3.Connection, limit: int = 100) -> list[PushRow]:

@@ -21,26 +21,17 @@ commands and the status report. Two parts are replaced, each for a stated reason
 
 from __future__ import annotations
 
-import contextlib
-import os
-import shutil
-import subprocess
-import threading
-import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Final
+from typing import Final
 
 from dulwich.errors import (
-    ApplyDeltaError,
-    ChecksumMismatch,
     GitProtocolError,
-    ObjectFormatException,
 )
-from dulwich.object_store import DiskObjectStore, MissingObjectFinder, PackInputTooLarge
-from dulwich.objects import ObjectID, sha_to_hex
-from dulwich.pack import load_pack_index, write_pack_from_container
+from dulwich.object_store import DiskObjectStore, MissingObjectFinder
+from dulwich.objects import ObjectID
+from dulwich.pack import write_pack_from_container
 from dulwich.protocol import (
     CAPABILITY_ATOMIC,
     CAPABILITY_NO_DONE,
@@ -63,29 +54,16 @@ from dulwich.server import (
 
 from cis.skills.contract import DuplexStream
 from cis.skills.git.names import InvalidName, validate_ref
+from cis.skills.git.packs import GIT, PackRefused, index_pack, write_pack
 from cis.skills.git.repos import UpdateRequest
 from cis.skills.git.schema import MAX_LISTED_OBJECTS, ZERO
 
 __all__ = ["GIT", "PushResult", "serve_receive_pack", "serve_upload_pack"]
 
-GIT: Final = shutil.which("git")
 SHA1_FORMAT: Final = b"object-format=sha1"
 PIPE_CHUNK: Final = 65_515  # one side-band-64k packet
 ApplyUpdates = Callable[[DiskObjectStore, list[UpdateRequest], list[str], int], list[str | None]]
 """``(store, requests, object ids listed, object count) -> per request None or a reason``."""
-
-
-def git_env(repo_dir: Path) -> dict[str, str]:
-    """The environment of the ``git`` processes the node runs: the repository, no user or
-    system configuration, stable messages."""
-    return {
-        "PATH": os.environ.get("PATH", os.defpath),
-        "GIT_DIR": str(repo_dir),
-        "GIT_CONFIG_NOSYSTEM": "1",
-        "GIT_CONFIG_GLOBAL": os.devnull,
-        "HOME": str(repo_dir),
-        "LC_ALL": "C",
-    }
 
 
 class _ServedRepo(BaseRepo):
@@ -112,22 +90,6 @@ class _Backend(Backend):
 
 def _protocol(stream: DuplexStream) -> ReceivableProtocol:
     return ReceivableProtocol(stream.recv, stream.write)
-
-
-def _pipes(process: subprocess.Popen[bytes]) -> tuple[IO[bytes], IO[bytes], IO[bytes]]:
-    stdin, stdout, stderr = process.stdin, process.stdout, process.stderr
-    if stdin is None or stdout is None or stderr is None:
-        raise RuntimeError("a git process without its pipes")
-    return stdin, stdout, stderr
-
-
-def _drain(pipe: IO[bytes], into: list[bytes]) -> threading.Thread:
-    def read() -> None:
-        into.append(pipe.read())
-
-    thread = threading.Thread(target=read, daemon=True)
-    thread.start()
-    return thread
 
 
 # ---------------------------------------------------------------------- upload-pack
@@ -160,53 +122,17 @@ class _UploadPack(UploadPackHandler):
         if not walker.handle_done(not self.has_capability(CAPABILITY_NO_DONE), self._done_received):
             return
         self._start_pack_send_phase()
-        if self._use_git and not shallow and self.filter_spec is None:
-            self._send_with_git(wants, haves)
-        else:
+        progress = None if self.has_capability(CAPABILITY_NO_PROGRESS) else self.progress
+        if shallow or self.filter_spec is not None:
             self._send_with_dulwich(store, wants, haves, walker)
+        else:
+            write_pack(
+                self._repo_dir, store, wants, haves, self.write_pack_data,
+                thin=self.has_capability(CAPABILITY_THIN_PACK),
+                ofs_delta=self.has_capability(CAPABILITY_OFS_DELTA),
+                progress=progress, use_git=self._use_git,
+            )  # fmt: skip
         self.proto.write_pkt_line(None)
-
-    def _send_with_git(self, wants: list[ObjectID], haves: list[ObjectID]) -> None:
-        args = [GIT or "git", "pack-objects", "--revs", "--stdout"]
-        if haves and self.has_capability(CAPABILITY_THIN_PACK):
-            args.append("--thin")
-        if self.has_capability(CAPABILITY_OFS_DELTA):
-            args.append("--delta-base-offset")
-        progress = not self.has_capability(CAPABILITY_NO_PROGRESS)
-        args.append("--progress" if progress else "-q")
-        revs = b"".join(w + b"\n" for w in wants) + b"--not\n" + b"".join(h + b"\n" for h in haves)
-        process = subprocess.Popen(
-            args, cwd=self._repo_dir, env=git_env(self._repo_dir), stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        )  # fmt: skip
-        stdin, stdout, stderr = _pipes(process)
-        errors: list[bytes] = []
-        relay = threading.Thread(
-            target=self._relay_progress, args=(stderr, errors, progress), daemon=True
-        )
-        relay.start()
-        try:
-            stdin.write(revs)
-            stdin.close()
-            while chunk := os.read(stdout.fileno(), PIPE_CHUNK):
-                self.write_pack_data(chunk)
-        except BaseException:
-            process.kill()  # the client went away: stop making the pack
-            raise
-        finally:
-            process.wait()
-            relay.join(5)
-            stdout.close()
-        if process.returncode != 0:
-            raise GitProtocolError(f"pack-objects failed: {b''.join(errors)[-300:].decode()}")
-
-    def _relay_progress(self, pipe: IO[bytes], errors: list[bytes], relay: bool) -> None:
-        with contextlib.suppress(Exception):
-            while chunk := os.read(pipe.fileno(), 4096):
-                errors.append(chunk)
-                if relay:
-                    self.progress(chunk)
-        pipe.close()
 
     def _send_with_dulwich(
         self,
@@ -215,6 +141,7 @@ class _UploadPack(UploadPackHandler):
         haves: list[ObjectID],
         walker: _ProtocolGraphWalker,
     ) -> None:
+        """Shallow and filtered fetches: dulwich's own object walk knows about them."""
         finder = MissingObjectFinder(
             store,
             haves=[] if walker.shallow or walker.unshallow else haves,
@@ -255,10 +182,6 @@ class PushResult:
     unpack_error: str | None = None
 
 
-class PackRefused(Exception):
-    """The pushed pack cannot be stored (the message is git's status for it)."""
-
-
 class _ReceivePack(ReceivePackHandler):
     def __init__(
         self,
@@ -297,64 +220,6 @@ class _ReceivePack(ReceivePackHandler):
         if self.has_capability(CAPABILITY_SIDE_BAND_64K):
             self.proto.write_sideband(SIDE_BAND_CHANNEL_PROGRESS, text.encode() + b"\n")
 
-    def _ingest_with_git(self) -> list[ObjectID]:
-        """Pipe the pack into ``git index-pack``; return the ids of the objects it stored."""
-        args = [GIT or "git", "index-pack", "--stdin", "--fix-thin", "--strict"]
-        if self._max_input_size:
-            args.append(f"--max-input-size={self._max_input_size}")
-        process = subprocess.Popen(
-            args, cwd=self._repo_dir, env=git_env(self._repo_dir), stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        )  # fmt: skip
-        stdin, stdout, stderr = _pipes(process)
-        out: list[bytes] = []
-        err: list[bytes] = []
-        readers = [_drain(stdout, out), _drain(stderr, err)]
-
-        def feed() -> None:
-            # index-pack stops reading at the end of the pack, which is also where the
-            # client stops sending (it then waits for the report): stop with it.
-            with contextlib.suppress(Exception):
-                while process.poll() is None and (data := self._proto.recv(PIPE_CHUNK)):
-                    stdin.write(data)
-                    stdin.flush()
-            with contextlib.suppress(OSError):
-                stdin.close()
-
-        threading.Thread(target=feed, daemon=True).start()
-        process.wait()
-        for reader in readers:
-            reader.join(10)
-        if process.returncode != 0:
-            message = b"".join(err).decode("utf-8", "replace")
-            if "maximum allowed size" in message:
-                raise PackRefused("pack exceeds maximum allowed size (receive.maxInputSize)")
-            last = message.strip().splitlines()[-1] if message.strip() else "index-pack failed"
-            raise PackRefused(last.removeprefix("fatal: ")[:200])
-        _kind, _, name = b"".join(out).decode().strip().partition("\t")
-        index = load_pack_index(
-            str(self._repo_dir / "objects" / "pack" / f"pack-{name}.idx"),
-            self._store.object_format,
-        )
-        try:
-            return [sha_to_hex(entry[0]) for entry in index.iterentries()]
-        finally:
-            index.close()
-
-    def _ingest_with_dulwich(self) -> list[ObjectID]:
-        try:
-            pack = self._store.add_thin_pack(
-                self._proto.read, self._proto.recv, max_input_size=self._max_input_size
-            )
-        except PackInputTooLarge:
-            raise PackRefused("pack exceeds maximum allowed size (receive.maxInputSize)") from None
-        except (
-            OSError, ChecksumMismatch, ApplyDeltaError, ObjectFormatException, zlib.error,
-            AssertionError, ValueError,
-        ) as exc:  # fmt: skip
-            raise PackRefused(f"index-pack failed: {type(exc).__name__}") from None
-        return [sha_to_hex(entry[0]) for entry in pack.index.iterentries()]
-
     def _apply_pack(
         self, refs: list[tuple[ObjectID, ObjectID, Ref]]
     ) -> Iterator[tuple[bytes, bytes]]:
@@ -363,7 +228,11 @@ class _ReceivePack(ReceivePackHandler):
         store = self._store
         if any(new != ZERO.encode() for _old, new, _ref in refs):
             try:
-                received = self._ingest_with_git() if self._use_git else self._ingest_with_dulwich()
+                received = index_pack(
+                    self._repo_dir, self._store, self._proto.recv,
+                    max_input_size=self._max_input_size, use_git=self._use_git,
+                    read_exact=self._proto.read,
+                )  # fmt: skip
             except PackRefused as exc:
                 self._result.unpack_error = str(exc)
                 yield (b"unpack", str(exc).encode())

@@ -9,9 +9,12 @@
   sends the rows still without an event as ``io.cis.git.push`` to the repository room
   ``!git.REPO:{node_id}.cis.local`` (created on the first push: federated, join rule invite),
   each with the ``txn_id`` ``git.push.{row id}``, so a crash between the two sends it once.
-- Repositories of other nodes (replicas, pushes carried to the home node) need the rooms and
-  tunnels of federation; until those are running, a push to another node fails with
-  ``cis: home node N unreachable`` and a fetch from one is served only from a replica held here.
+- ``cis://HOME/REPO`` with another node as HOME goes through this node's replica
+  (``repos/REPO@HOME.git``): a fetch or clone first brings the replica up to date from the home
+  node (``peer``), then is served from it (from the replica alone, with a warning, when the home
+  node cannot be reached); a push is received here and carried to the home node, whose
+  compare-and-swap decides (``cis: home node HOME unreachable`` when it cannot be reached). On
+  each push event of a repository room it holds, a replica fetches what it lacks.
 
 Configuration (``[skills.git]``): ``max_input_size`` (bytes, git's ``receive.maxInputSize``;
 0 means no limit), ``max_sessions`` (git operations served at once, default 16).
@@ -45,9 +48,16 @@ from cis.skills.contract import (
     SkillUnavailable,
 )
 from cis.skills.git import schema
-from cis.skills.git.names import InvalidName, parse_cis_url, repo_room_localpart, validate_repo
+from cis.skills.git.names import (
+    NODE_RE,
+    InvalidName,
+    parse_cis_url,
+    repo_room_localpart,
+    validate_repo,
+)
+from cis.skills.git.peer import GitExchange
 from cis.skills.git.repos import Repositories
-from cis.skills.git.serve import serve_receive_pack, serve_upload_pack
+from cis.skills.git.serve import ApplyUpdates, serve_receive_pack, serve_upload_pack
 from cis.skills.pipe import PipeClosed
 
 __all__ = ["PUSH_EVENT", "GitSkill"]
@@ -79,16 +89,28 @@ class GitSkill:
         self._wake = asyncio.Event()
         self._wake.set()  # drain what a previous run left in the outbox
         self._outbox_task = asyncio.get_running_loop().create_task(self._drain_outbox())
+        self.exchange = GitExchange(api, self.repos, self.max_input_size, self._wake.set)
+        self.exchange.register()
         api.register_stream("git", self._serve)
         api.register_command("list", self._list)
         api.register_command("private", self._private)
+        api.register_command("admit", self._admit)
 
     async def on_event(self, event: Event) -> None:
-        """A push event. The home node sent it itself; a replica fetches what it lacks (which
-        needs federation's tunnels, so nothing is fetched yet)."""
+        """A push event. The home node sent it itself; a replica (this node joined the room of
+        another node's repository) fetches what it lacks and takes the home node's refs, in
+        one transaction with the event's delivery position."""
         if event.type != PUSH_EVENT or event.sender == self.api.sovereign_user:
             return
-        self.api.log.info("git_push_seen", room_id=event.room_id, sender=event.sender)
+        home = event.room_id.rpartition(":")[2].removesuffix(".cis.local")
+        repo = event.content.get("repo")
+        if home == self.api.node_id or not isinstance(repo, str):
+            return
+        try:
+            await self.exchange.replicate(home, validate_repo(repo))
+        except (SkillUnavailable, CommandError, InvalidName) as exc:
+            # The next push event, clone or fetch through this node tries again.
+            self.api.log.warning("git_replica_behind", repo=repo, home=home, why=str(exc))
 
     # ------------------------------------------------------------ serving git
 
@@ -100,15 +122,10 @@ class GitSkill:
             url = parse_cis_url(f"cis://{params.get('node', '')}/{params.get('repo', '')}")
         except InvalidName as exc:
             return _fatal(stream, str(exc))
-        if url.node != self.api.node_id:
-            if service == "git-receive-pack":
-                return _fatal(stream, f"cis: home node {url.node} unreachable")
-            return _fatal(
-                stream,
-                f"cis: no replica of {url} on this node and home node {url.node} unreachable",
-            )
         async with self._sessions:
             try:
+                if url.node != self.api.node_id:
+                    return await self._serve_remote(url.node, url.repo, service, stream)
                 if service == "git-upload-pack":
                     return await asyncio.to_thread(self._upload, url.repo, stream)
                 status = await asyncio.to_thread(self._receive, url.repo, stream)
@@ -130,43 +147,87 @@ class GitSkill:
                     f"({type(exc).__name__}); it was not served"
                 )  # fmt: skip
 
-    def _upload(self, repo: str, stream: DuplexStream) -> int:
-        info = self.repos.info(repo)
-        if info is None or not self.repos.exists(repo):
-            return _fatal(stream, f"cis: no repository {repo} on {self.api.node_id}")
-        store = self.repos.object_store(repo)
+    async def _serve_remote(self, home: str, repo: str, service: str, stream: DuplexStream) -> int:
+        """``cis://HOME/REPO`` through this node: fetch and clone from this node's replica
+        (brought up to date first when the home node answers), pushes carried to the home node,
+        which alone moves the refs."""
+        key = self.repos.key(home, repo)
         try:
-            serve_upload_pack(
-                store, self.repos.path(repo), self.repos.refs(repo), info.head, stream
+            await self.exchange.replicate(home, repo)
+        except SkillUnavailable:
+            if service == "git-receive-pack":
+                return _fatal(stream, f"cis: home node {home} unreachable")
+            if await asyncio.to_thread(self.repos.info, key) is None:
+                return _fatal(
+                    stream, f"cis: no replica of cis://{home}/{repo} here and home node "
+                    f"{home} unreachable"
+                )  # fmt: skip
+            _message(stream, f"cis: home node {home} unreachable; serving this node's replica")
+        except CommandError as exc:
+            return _fatal(stream, f"cis: {exc}")
+        if service == "git-upload-pack":
+            return await asyncio.to_thread(self._upload, key, stream)
+        loop = asyncio.get_running_loop()
+
+        def forward(
+            store: Any, requests: list[Any], _listed: list[str], _count: int
+        ) -> list[str | None]:
+            future = asyncio.run_coroutine_threadsafe(
+                self._forward(home, repo, store, requests), loop
             )
+            return future.result()
+
+        return await asyncio.to_thread(self._receive, key, stream, forward)
+
+    async def _forward(
+        self, home: str, repo: str, store: Any, requests: list[Any]
+    ) -> list[str | None]:
+        try:
+            statuses = await self.exchange.forward_push(home, repo, store, requests)
+        except SkillUnavailable:
+            return [f"home node {home} unreachable"] * len(requests)
+        except CommandError as exc:
+            return [str(exc)[:200]] * len(requests)
+        with contextlib.suppress(SkillUnavailable, CommandError):
+            await self.exchange.replicate(home, repo)
+        return statuses
+
+    def _upload(self, key: str, stream: DuplexStream) -> int:
+        info = self.repos.info(key)
+        if info is None or not self.repos.exists(key):
+            repo = key.partition("@")[0]
+            return _fatal(stream, f"cis: no repository {repo} on {self.api.node_id}")
+        store = self.repos.object_store(key)
+        try:
+            serve_upload_pack(store, self.repos.path(key), self.repos.refs(key), info.head, stream)
         finally:
             store.close()
         return 0
 
-    def _receive(self, repo: str, stream: DuplexStream) -> int:
-        store = self.repos.object_store(repo, create=True)
+    def _receive(self, key: str, stream: DuplexStream, apply: ApplyUpdates | None = None) -> int:
+        store = self.repos.object_store(key, create=True)
         pusher = self.api.sovereign_user
 
-        def apply(
+        def apply_here(
             store_: Any, requests: list[Any], listed: list[str], count: int
         ) -> list[str | None]:
             return self.repos.update_refs(
-                repo, store_, requests, pusher=pusher, objects=listed, objects_count=count
+                key, store_, requests, pusher=pusher, objects=listed, objects_count=count
             )
 
         try:
             result = serve_receive_pack(
                 store,
-                self.repos.path(repo),
-                self.repos.refs(repo),
+                self.repos.path(key),
+                self.repos.refs(key),
                 stream,
-                apply,
+                apply or apply_here,
                 max_input_size=self.max_input_size or None,
             )
         finally:
             store.close()
         self.api.log.info(
-            "git_push_served", repo=repo, updates=result.updates, accepted=result.accepted,
+            "git_push_served", repo=key, updates=result.updates, accepted=result.accepted,
             objects=result.objects, unpack_error=result.unpack_error,
         )  # fmt: skip
         return 0
@@ -226,6 +287,30 @@ class GitSkill:
         repos = await self.api.database.run_read("git_list", _list_txn)
         return {"repositories": repos}
 
+    async def _admit(self, args: Mapping[str, Any]) -> Mapping[str, Any]:
+        """Admit node ``node``'s sovereign user to the repository room: power 0 (it may read,
+        i.e. replicate) or, with ``may_push``, the power of ``io.cis.git.push`` (50). Federation
+        calls this when a node it trusts at level 1 or 2 asks to clone; it invites that user."""
+        try:
+            repo = validate_repo(str(args.get("repo", "")))
+        except InvalidName as exc:
+            raise CommandError(str(exc)) from None
+        node = args.get("node")
+        if not isinstance(node, str) or not NODE_RE.match(node) or node == self.api.node_id:
+            raise CommandError("node must be another node's id")
+        info = await self.api.database.run_read("git_repo", schema.read_repo, repo)
+        if info is None or info.home_node != self.api.node_id:
+            raise CommandError(f"no repository {repo} homed on {self.api.node_id}")
+        room_id = await self._repo_room(repo)
+        levels = await self.api.get_state(room_id, "m.room.power_levels")
+        content = dict(levels.content) if levels is not None else {}
+        users = dict(content.get("users", {}))
+        user = f"@cis:{node}.cis.local"
+        users[user] = POWER_ADMIN if args.get("may_push") else 0
+        content["users"] = users
+        await self.api.send_state(room_id, "m.room.power_levels", "", content)
+        return {"repo": repo, "room_id": room_id, "user": user, "power": users[user]}
+
     async def _private(self, args: Mapping[str, Any]) -> Mapping[str, Any]:
         """``cis-node git private REPO [--off]``: stop (or resume) federating the room."""
         try:
@@ -240,6 +325,11 @@ class GitSkill:
         await self.api.send_state(room_id, FEDERATION_STATE, "", {"federate": not private})
         await self.api.database.run_interaction("git_set_private", _set_private_txn, repo, private)
         return {"repo": repo, "room_id": room_id, "private": private}
+
+
+def _message(stream: DuplexStream, message: str) -> None:
+    with contextlib.suppress(PipeClosed):
+        stream.message(message)
 
 
 def _fatal(stream: DuplexStream, message: str) -> int:

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from dulwich.object_store import DiskObjectStore
 
-from tests.e2e.conftest import Processes, RunningNode
+from tests.e2e.conftest import Processes, RunningNode, cis_node
 from tests.skills.helpers import start_node
 
 pytestmark = pytest.mark.e2e
@@ -75,14 +75,23 @@ def git_env(home: Path, tmp: Path) -> dict[str, str]:
     }  # fmt: skip
 
 
-@pytest.fixture
-def node(processes: Processes, node_home: Path) -> Iterator[RunningNode]:
-    (node_home / "config.toml").write_text(
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningNode]:
+    """One node for the tests of this module (each uses repositories of its own)."""
+    tmp = tmp_path_factory.mktemp("git-node")
+    home = tmp / "home"
+    created = cis_node("init", "--home", str(home), "--node-name", "alpha")
+    assert created.returncode == 0, created.stderr
+    (home / "config.toml").write_text(
         f"[skills.git]\nmax_input_size = {MAX_INPUT}\n", encoding="utf-8"
     )
-    running = processes.run_node(node_home)
-    yield running
-    running.stop()
+    processes = Processes(tmp)
+    try:
+        running = processes.run_node(home)
+        yield running
+        assert running.stop() == 0, running.log()
+    finally:
+        processes.cleanup()
 
 
 def test_push_clone_fetch_and_refusals(node: RunningNode, tmp_path: Path) -> None:

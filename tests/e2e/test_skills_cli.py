@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.e2e.conftest import Processes, cis_node
@@ -29,15 +30,18 @@ def test_skills_and_memory_through_the_cli(processes: Processes, node_home: Path
     assert {s["name"]: s["state"] for s in listed["skills"]} == {
         "git": "running", "memory": "running",
     }  # fmt: skip
-    table = cis_node("skills", "list", *home).stdout
-    assert "git" in table and "running" in table
-
-    for key, value in (
-        ("plan", "ship the node before the federation"),
-        ("recipe", "federation before the node ship"),
-        ("other", "nothing to see"),
-    ):
-        assert cis_node("memory", "set", key, value, *home).returncode == 0
+    assert cis_node(
+        "memory", "set", "plan", "ship the node before the federation", *home
+    ).stdout == ("set plan (private)\n")
+    headers = {"Authorization": f"Bearer {node.admin_token}"}
+    for key, value in (("recipe", "federation before the node ship"), ("other", "nothing")):
+        answer = httpx.post(
+            f"{node.url}/_cis/admin/v1/skills/memory/commands/set",
+            json={"key": key, "value": value}, headers=headers, timeout=30,
+        )  # fmt: skip
+        assert answer.json() == {"key": key, "scope": "private"}
+    unauthorised = httpx.post(f"{node.url}/_cis/admin/v1/skills/memory/commands/list", timeout=30)
+    assert unauthorised.status_code == 401
     found = cis_node("memory", "search", "the node", "--json", *home)
     keys = [m["key"] for m in json.loads(found.stdout)["memories"]]
     assert keys == ["plan", "recipe"]  # "the node" as a phrase only in plan's value
@@ -46,7 +50,10 @@ def test_skills_and_memory_through_the_cli(processes: Processes, node_home: Path
     )
     missing = cis_node("memory", "get", "nope", *home)
     assert missing.returncode == 1 and missing.stderr == "error: no memory 'nope'\n"
-    bad = cis_node("memory", "set", "bad\tkey", "x", *home)
-    assert bad.returncode == 1 and "control characters" in bad.stderr
+    bad = httpx.post(
+        f"{node.url}/_cis/admin/v1/skills/memory/commands/set",
+        json={"key": "bad\tkey", "value": "x"}, headers=headers, timeout=30,
+    )  # fmt: skip
+    assert bad.status_code == 400 and "control characters" in bad.json()["error"]
     assert cis_node("git", "list", "--json", *home).stdout.strip() == '{"repositories": []}'
     assert node.stop() == 0

@@ -24,8 +24,8 @@ from tests.skills.helpers import plain_room, send_items, start_node
 
 pytestmark = pytest.mark.e2e
 
-EVENTS = 200
-KILLS = 8
+EVENTS = 150
+KILLS = 6
 BUDGET_S = 100.0
 ROOM = "!items:alpha.cis.local"
 

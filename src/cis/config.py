@@ -92,6 +92,17 @@ def _synchronous(value: object) -> Synchronous:
         raise ValueError("must be NORMAL or FULL") from exc
 
 
+def _bool(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("must be true or false")
+
+
 SKILL_NAME_RE: Final = re.compile(r"[a-z][a-z0-9_]{0,31}\Z")
 
 
@@ -185,6 +196,14 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         "SQLite page cache per room connection, in KiB",
     ),
     Setting(
+        "matrix", "open_registration", "CIS_OPEN_REGISTRATION", "--open-registration", False,
+        _bool, "let anyone register an account through the Client-Server API",
+    ),
+    Setting(
+        "matrix", "max_upload_bytes", "CIS_MAX_UPLOAD_BYTES", None, 50 * 1024 * 1024,
+        _int_between(1024, 1 << 34), "largest media upload, in bytes",
+    ),
+    Setting(
         "skills", "enabled", "CIS_SKILLS", None, ("git", "memory"), _skill_names,
         "the installed skills this node runs (docs/skills.md)", "skills_enabled",
     ),
@@ -212,6 +231,8 @@ class Config:
     room_synchronous: Synchronous
     max_open_rooms: int
     room_cache_kib: int
+    open_registration: bool
+    max_upload_bytes: int
     skills_enabled: tuple[str, ...]
     skill_handler_timeout_s: float
     skill_events_per_s: int

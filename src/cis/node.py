@@ -21,16 +21,45 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import ctypes
 import json
 import os
+import sys
 from typing import TYPE_CHECKING, Final
 
+from cis.api.client.app import ClientApiHandlers, build_client_api
+from cis.api.client.http import ClientApiApp, ClientApiDispatch
 from cis.clock import Clock, SystemClock
 from cis.config import Config, ListenAddress
 from cis.errors import CisError
+from cis.handlers.account_data import AccountDataHandler
+from cis.handlers.accounts import AccountHandler, AccountLimits, UserAdmin
+from cis.handlers.auth import Authenticator
+from cis.handlers.e2e_keys import E2eKeysHandler, KeyCounts
+from cis.handlers.event_loader import EventLoader
+from cis.handlers.media import MediaHandler
+from cis.handlers.notifier import Notifier
+from cis.handlers.passwords import PasswordHasher
+from cis.handlers.profile import ProfileHandler
+from cis.handlers.ratelimit import RateLimiter, RateLimits
+from cis.handlers.receipts import ReceiptHandler
+from cis.handlers.room_cache import EventCreator, RoomCache, Signer
+from cis.handlers.room_reads import RoomReader
+from cis.handlers.rooms import RoomHandler
+from cis.handlers.stream_counters import StreamCounters
+from cis.handlers.stream_watch import IndexTap, Redactions, StreamWatcher
+from cis.handlers.sync import SyncHandler
+from cis.handlers.typing import TypingChecks, TypingHandler
+from cis.handlers.uia import UiaSessions
 from cis.home import Home
 from cis.identity import NodeIdentity
 from cis.log import get_logger
+from cis.storage.client.account_data import AccountDataStore
+from cis.storage.client.accounts import AccountStore
+from cis.storage.client.e2e import E2eStore
+from cis.storage.client.media import BlobDir, MediaStore
+from cis.storage.client.receipts import ReceiptStore
+from cis.storage.client.timeline import sharing_rooms
 from cis.storage.homes import write_admin_token
 from cis.storage.lock import HomeLock
 from cis.storage.node_store import NodeStore
@@ -107,6 +136,7 @@ class NodeStorage:
         self._identity: NodeIdentity | None = None
         self._positions: StreamPositions | None = None
         self._rooms: RoomStoreManager | None = None
+        self.index_tap: IndexTap | None = None
         self._closed = False
 
     @property
@@ -162,9 +192,10 @@ class NodeStorage:
         nofile = raise_nofile_limit()
         max_open = self.config.max_open_rooms or default_max_open_rooms(nofile)
         self._positions = StreamPositions(status_row.stream_max)
+        self.index_tap = IndexTap(node_store)
         self._rooms = RoomStoreManager(
             self.home,
-            node_store,
+            self.index_tap,
             self._positions,
             clock=self.clock,
             max_open_rooms=max_open,
@@ -200,6 +231,165 @@ class NodeStorage:
         return clean
 
 
+def limit_malloc_retention() -> None:
+    """Have glibc return large freed blocks (>= 1 MiB) to the system at once.
+
+    scrypt needs 16 MiB per password hash; glibc's dynamic mmap threshold would otherwise grow
+    to that size after the first hash and keep every later one in the heap, adding 16 MiB of
+    resident memory per hashing thread for the life of the process. (Other platforms: no-op.)
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    m_mmap_threshold = -3  # glibc malloc.h
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").mallopt(m_mmap_threshold, 1024 * 1024)
+
+
+class ClientServer:
+    """The Matrix Client-Server API's components (issue 3), built on the node's storage.
+
+    ``start`` constructs the stores, handlers and router and starts the stream watcher;
+    ``end_long_polls`` wakes every waiting ``/sync`` (a stop began); ``close`` stops the
+    watcher, typing timers and the password pool.
+    """
+
+    def __init__(self, storage: NodeStorage, config: Config) -> None:
+        self._storage = storage
+        self._config = config
+        self.app: ClientApiApp | None = None
+        self.users: UserAdmin | None = None
+        self.creator: EventCreator | None = None
+        """Event creation for local senders: clients, and skills (through their gateway)."""
+        self._notifier: Notifier | None = None
+        self._watcher: StreamWatcher | None = None
+        self._typing: TypingHandler | None = None
+        self._hasher: PasswordHasher | None = None
+
+    async def start(self) -> None:
+        limit_malloc_retention()
+        storage = self._storage
+        clock = storage.clock
+        identity = storage.identity
+        db = storage.node_store.db
+        limits = RateLimits()
+        notifier = self._notifier = Notifier()
+        counters = await StreamCounters.load(db)
+        account_store = AccountStore(db)
+        e2e_store = E2eStore(db)
+        key_counts = KeyCounts(e2e_store)
+        account_data_store = AccountDataStore(db)
+        receipt_store = ReceiptStore(db)
+        auth = Authenticator(account_store)
+        hasher = self._hasher = PasswordHasher()
+        accounts = AccountHandler(
+            server_name=identity.server_name,
+            accounts=account_store,
+            e2e=e2e_store,
+            hasher=hasher,
+            auth=auth,
+            uia=UiaSessions(clock),
+            limits=AccountLimits(
+                RateLimiter(clock, limits.registrations_per_ip),
+                RateLimiter(clock, limits.failed_logins_per_account),
+                RateLimiter(clock, limits.failed_logins_per_ip),
+            ),
+            clock=clock,
+            open_registration=self._config.open_registration,
+            counters=counters,
+        )
+        self.users = UserAdmin(accounts, account_store, identity.did)
+        account_data = AccountDataHandler(account_data_store, notifier, counters)
+        cache = RoomCache(storage.rooms, clock)
+        creator = self.creator = EventCreator(
+            cache, Signer(identity.server_name, identity.key_id, identity.signing_key), clock
+        )
+        rooms = RoomHandler(
+            server_name=identity.server_name,
+            creator=creator,
+            accounts=account_store,
+            aliases=account_data_store,
+            node_db=db,
+            notifier=notifier,
+            message_limiter=RateLimiter(clock, limits.messages_per_user),
+            clock=clock,
+        )
+        redactions = Redactions(db)
+        loader = EventLoader(creator, redactions, clock)
+        watcher = self._watcher = StreamWatcher(
+            storage.positions, db, notifier, creator, redactions
+        )
+        assert storage.index_tap is not None
+        storage.index_tap.listener = watcher
+        await watcher.start()
+        typing = self._typing = TypingHandler(clock, notifier)
+        handlers = ClientApiHandlers(
+            server_name=identity.server_name,
+            auth=auth,
+            accounts=accounts,
+            account_data=account_data,
+            keys=E2eKeysHandler(
+                e2e_store,
+                accounts=account_store,
+                notifier=notifier,
+                server_name=identity.server_name,
+                counters=counters,
+                key_counts=key_counts,
+                sharing=sharing_rooms(db),
+            ),
+            media=MediaHandler(
+                store=MediaStore(db),
+                blobs=BlobDir(storage.home.blobs),
+                server_name=identity.server_name,
+                clock=clock,
+                max_upload_bytes=self._config.max_upload_bytes,
+            ),
+            rooms=rooms,
+            reader=RoomReader(cache=cache, loader=loader, node_db=db, positions=storage.positions),
+            receipts=ReceiptHandler(
+                store=receipt_store,
+                account_data=account_data,
+                cache=cache,
+                counters=counters,
+                notifier=notifier,
+                clock=clock,
+            ),
+            typing=TypingChecks(typing, cache),
+            profiles=ProfileHandler(
+                account_store, rooms, RateLimiter(clock, limits.profile_changes_per_user)
+            ),
+            sync=SyncHandler(
+                cache=cache,
+                loader=loader,
+                node_db=db,
+                positions=storage.positions,
+                watcher=watcher,
+                counters=counters,
+                notifier=notifier,
+                typing=typing,
+                receipts=receipt_store,
+                account_data=account_data_store,
+                account_data_handler=account_data,
+                e2e=e2e_store,
+                key_counts=key_counts,
+                clock=clock,
+            ),
+        )
+        self.app = build_client_api(handlers)
+
+    def end_long_polls(self) -> None:
+        if self._notifier is not None:
+            self._notifier.close()
+
+    async def close(self) -> None:
+        self.end_long_polls()
+        if self._typing is not None:
+            self._typing.close()
+        if self._watcher is not None:
+            await self._watcher.close()
+        if self._hasher is not None:
+            self._hasher.close()
+
+
 class Node:
     """A running node: its storage, handlers and HTTP server. ``start``, then ``stop``."""
 
@@ -214,6 +404,7 @@ class Node:
         self.home = home
         self.config = config
         self.storage = NodeStorage(home, config, clock=clock, pdu_parser=pdu_parser)
+        self.client = ClientServer(self.storage, config)
         self._http: HttpServer | None = None
         self.skills: SkillHost | None = None
         self._started = False
@@ -241,9 +432,14 @@ class Node:
             lambda: str(self.listen) if self.listen else None,
         )  # fmt: skip
         admin = AdminHandler(storage.rooms, storage.positions)
+        await self.client.start()
+        assert self.client.app is not None
         self.skills = self._skill_host()
-        app = create_app(status=status, admin=admin, admin_token=admin_token, skills=self.skills)
-        self._http = HttpServer(app, bind(self.config.listen))
+        app = create_app(
+            status=status, admin=admin, admin_token=admin_token, users=self.client.users,
+            skills=self.skills,
+        )  # fmt: skip
+        self._http = HttpServer(ClientApiDispatch(self.client.app, app), bind(self.config.listen))
         await self._http.start()
         await self.skills.start()  # before run/node.json: local tools find skills running
         await asyncio.to_thread(self._write_runtime_file)
@@ -265,15 +461,18 @@ class Node:
         if started:
             log.info("node_stopping")
         self.storage.end_long_polls()  # before the HTTP server waits for their responses
+        self.client.end_long_polls()
         if self._http is not None:
             await self._http.stop()
         if self.skills is not None:
             await self.skills.stop()
+        await self.client.close()
         clean = await self.storage.close()
         if started:
             log.info("node_stopped", clean=clean)
 
     def _skill_host(self) -> SkillHost:
+        from cis.skills.gateway import CreatorGateway
         from cis.skills.host import SkillHost, SkillSettings
 
         config = self.config
@@ -285,9 +484,10 @@ class Node:
             per_skill=config.skill_settings,
         )
         storage = self.storage
+        creator = self.client.creator
         return SkillHost(
             home=self.home, identity=storage.identity, rooms=storage.rooms, settings=settings,
-            clock=storage.clock,
+            clock=storage.clock, gateway=CreatorGateway(creator) if creator is not None else None,
         )  # fmt: skip
 
     def _write_runtime_file(self) -> None:

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from cis.storage import node_schema
+from cis.storage.rooms import schema as room_schema
 from tests.consistency import check_home
 from tests.e2e.conftest import Processes, cis_node, wait_for
 
@@ -71,8 +73,10 @@ def test_backup_while_writing_then_restore_into_a_new_home(
         assert path.stat().st_size == entry["size"]
         assert hashlib.sha256(path.read_bytes()).hexdigest() == entry["sha256"]
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
-        if entry["path"].endswith(".db"):
-            assert entry["schema_version"] == 1
+        if entry["path"] == "node.db":
+            assert entry["schema_version"] == len(node_schema.MIGRATIONS)
+        elif entry["path"].endswith(".db"):
+            assert entry["schema_version"] == len(room_schema.MIGRATIONS)
     for folder in [dest, *[p for p in dest.rglob("*") if p.is_dir()]]:
         assert stat.S_IMODE(folder.stat().st_mode) == 0o700
 

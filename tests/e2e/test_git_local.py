@@ -3,10 +3,14 @@ fetch, refusals, races and limits, all on one node (the cross-node cases need fe
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
+import time
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -324,3 +328,66 @@ def test_without_the_git_binary_the_node_serves_with_dulwich_alone(
     assert "refs/heads/main" in git("ls-remote", url, cwd=tmp_path).stdout  # still serving
     node.send_signal(signal.SIGTERM)
     assert node.wait(timeout=15) == 0
+
+
+def _room_events(home: Path, room_id: str, event_type: str) -> list[dict[str, Any]]:
+    folder = hashlib.sha256(room_id.encode()).hexdigest()[:32]
+    path = home / "rooms" / folder / "events.db"
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
+        rows = conn.execute(
+            "SELECT pdu FROM events WHERE type = ? ORDER BY stream_ordering", (event_type,)
+        ).fetchall()
+    return [json.loads(row[0]) for row in rows]
+
+
+def test_each_accepted_push_is_an_event_of_the_repository_room(
+    node: RunningNode, tmp_path: Path
+) -> None:
+    git = Git(git_env(node.home, tmp_path))
+    url = "cis://alpha/evented"
+    origin = tmp_path / "origin"
+    git("init", "-q", "-b", "main", str(origin), cwd=tmp_path)
+    first = git.commit(origin, "one")
+    git("branch", "dev", cwd=origin)
+    git("push", "-q", url, "main", "dev", cwd=origin)
+    second = git.commit(origin, "two")
+    git("push", "-q", url, "main", cwd=origin)
+    home = ["--home", str(node.home)]
+    room = "!git.evented:alpha.cis.local"
+
+    def listed() -> dict[str, Any]:
+        repos = json.loads(cis_node("git", "list", "--json", *home).stdout)["repositories"]
+        return next(r for r in repos if r["repo"] == "evented")
+
+    room_file = node.home / "rooms" / hashlib.sha256(room.encode()).hexdigest()[:32] / "events.db"
+    deadline = time.monotonic() + 60
+    while not room_file.exists() or len(_room_events(node.home, room, "io.cis.git.push")) < 3:
+        assert time.monotonic() < deadline, "the push events did not arrive"
+        time.sleep(0.05)
+    pushes = [e["content"] for e in _room_events(node.home, room, "io.cis.git.push")]
+    zero = "0" * 40
+    assert [(p["ref"], p["old"], p["new"]) for p in pushes] == [
+        ("refs/heads/dev", zero, first), ("refs/heads/main", zero, first),
+        ("refs/heads/main", first, second),
+    ] or [(p["ref"], p["old"], p["new"]) for p in pushes] == [
+        ("refs/heads/main", zero, first), ("refs/heads/dev", zero, first),
+        ("refs/heads/main", first, second),
+    ]  # fmt: skip
+    assert all(p["repo"] == "evented" and p["pusher"] == "@cis:alpha.cis.local" for p in pushes)
+    assert len(pushes[2]["objects"]) == 3  # commit, tree, blob: references, never blobs' bytes
+    [levels] = _room_events(node.home, room, "m.room.power_levels")
+    assert levels["content"]["events"]["io.cis.git.push"] == 50
+    assert levels["content"]["users"] == {"@cis:alpha.cis.local": 100}
+    [rules] = _room_events(node.home, room, "m.room.join_rules")
+    assert rules["content"] == {"join_rule": "invite"}
+    assert [e["content"] for e in _room_events(node.home, room, "io.cis.room.federation")] == [
+        {"federate": True}
+    ]
+    assert listed()["room_id"] == room and listed()["private"] is False
+
+    made_private = cis_node("git", "private", "evented", *home)
+    assert made_private.stdout == f"evented: {room} is private\n", made_private.stderr
+    assert listed()["private"] is True
+    assert cis_node("git", "private", "evented", "--off", *home).returncode == 0
+    federation = _room_events(node.home, room, "io.cis.room.federation")
+    assert [e["content"]["federate"] for e in federation] == [True, False, True]

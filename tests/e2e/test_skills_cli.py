@@ -56,4 +56,14 @@ def test_skills_and_memory_through_the_cli(processes: Processes, node_home: Path
     )  # fmt: skip
     assert bad.status_code == 400 and "control characters" in bad.json()["error"]
     assert cis_node("git", "list", "--json", *home).stdout.strip() == '{"repositories": []}'
+
+    public = cis_node("memory", "set", "motto", "sovereign nodes federate", "--public", *home)
+    assert public.stdout == "set motto (public in !memory:alpha.cis.local)\n", public.stderr
+    searched = httpx.post(
+        f"{node.url}/_cis/admin/v1/skills/memory/commands/search",
+        json={"text": "sovereign nodes"}, headers=headers, timeout=30,
+    ).json()["memories"]  # fmt: skip
+    assert [(m["key"], m["scope"], m["public"]) for m in searched] == [
+        ("motto", "!memory:alpha.cis.local", True)
+    ]
     assert node.stop() == 0

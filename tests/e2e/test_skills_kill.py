@@ -19,7 +19,7 @@ from cis.home import Home
 from cis.node import NodeStorage
 from tests.e2e.conftest import Processes, wait_for
 from tests.skills.conftest import install_sample
-from tests.skills.gateway import CoreGateway
+from tests.skills.gateway import creator_gateway
 from tests.skills.helpers import plain_room, send_items, start_node
 
 pytestmark = pytest.mark.e2e
@@ -34,7 +34,7 @@ async def _populate(home: Home) -> None:
     storage = NodeStorage(home, load_config(home, environ={}))
     await storage.open()
     try:
-        gateway = CoreGateway(storage.rooms, storage.identity, SystemClock())
+        gateway = creator_gateway(storage.rooms, storage.identity, SystemClock())
         room = await plain_room(gateway, storage.identity, "items")
         assert room == ROOM
         await send_items(

@@ -17,9 +17,10 @@ from cis.config import load_config
 from cis.home import Home
 from cis.identity import NodeIdentity
 from cis.node import NodeStorage
+from cis.skills.gateway import CreatorGateway
 from cis.skills.host import SkillHost, SkillSettings
 from cis.storage.homes import initialise_home, write_admin_token
-from tests.skills.gateway import CoreGateway
+from tests.skills.gateway import creator_gateway
 
 SAMPLE = Path(__file__).parent / "sample" / "cis_sample_skills.py"
 SAMPLE_ENTRY_POINTS = {
@@ -82,8 +83,8 @@ async def storage(node_home: Home) -> AsyncIterator[NodeStorage]:
 
 
 @pytest.fixture
-def gateway(storage: NodeStorage) -> CoreGateway:
-    return CoreGateway(storage.rooms, storage.identity, SystemClock())
+def gateway(storage: NodeStorage) -> CreatorGateway:
+    return creator_gateway(storage.rooms, storage.identity, SystemClock())
 
 
 MakeHost = Callable[..., Any]
@@ -91,7 +92,7 @@ MakeHost = Callable[..., Any]
 
 @pytest.fixture
 async def make_host(
-    storage: NodeStorage, gateway: CoreGateway, sample_installed: Path
+    storage: NodeStorage, gateway: CreatorGateway, sample_installed: Path
 ) -> AsyncIterator[MakeHost]:
     hosts: list[SkillHost] = []
 

@@ -13,8 +13,7 @@ from typing import Any
 
 from cis.identity import NodeIdentity
 from cis.ids import RoomId
-from cis.skills.gateway import EventDraft
-from tests.skills.gateway import CoreGateway
+from cis.skills.gateway import CreatorGateway, EventDraft
 
 
 async def eventually(
@@ -33,7 +32,7 @@ async def eventually(
         await asyncio.sleep(0.02)
 
 
-async def plain_room(gateway: CoreGateway, identity: NodeIdentity, localpart: str) -> RoomId:
+async def plain_room(gateway: CreatorGateway, identity: NodeIdentity, localpart: str) -> RoomId:
     """A room of this node made by its sovereign user, where members may send anything."""
     room_id = RoomId(f"!{localpart}:{identity.server_name}")
     me = identity.system_user_id
@@ -50,7 +49,7 @@ async def plain_room(gateway: CoreGateway, identity: NodeIdentity, localpart: st
 
 
 async def send_items(
-    gateway: CoreGateway, identity: NodeIdentity, room_id: RoomId, numbers: range, kind: str
+    gateway: CreatorGateway, identity: NodeIdentity, room_id: RoomId, numbers: range, kind: str
 ) -> None:
     me = identity.system_user_id
     for n in numbers:

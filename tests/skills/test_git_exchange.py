@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 
-from cis.clock import SystemClock
 from cis.config import load_config
 from cis.home import Home
 from cis.identity import NodeIdentity
@@ -24,7 +23,6 @@ from cis.node import Node
 from cis.skills.host import SkillHost
 from cis.skills.peers import PeerUnreachable
 from cis.storage.homes import initialise_home, write_admin_token
-from tests.skills.gateway import CoreGateway
 from tests.skills.helpers import eventually
 
 BIN = Path(sys.executable).parent
@@ -113,8 +111,7 @@ async def start(tmp: Path, name: str, net: Loopback) -> Node:
     await node.start()
     host = node.skills
     assert host is not None
-    if not host.has_gateway:  # before the Client-Server handlers are part of the node
-        host.set_gateway(CoreGateway(node.storage.rooms, node.storage.identity, SystemClock()))
+    assert host.has_gateway  # the node's own event creation
     host.set_peer_transport(net.transport(name))
     net.hosts[name] = host
     return node

@@ -12,12 +12,12 @@ from typing import Any
 import pytest
 
 from cis.node import NodeStorage
-from cis.skills.contract import SkillError
+from cis.skills.contract import RoomSpec, SkillError
 from cis.skills.discovery import installed_skills, load_skill
+from cis.skills.gateway import CreatorGateway
 from cis.skills.host import SkillHost, SkillState
 from cis.storage.rooms.types import EventFilter, Pagination
 from tests.skills.conftest import MakeHost
-from tests.skills.gateway import CoreGateway
 from tests.skills.helpers import eventually, plain_room, send_items
 
 ITEM = "io.cis.recorder.item"
@@ -48,7 +48,7 @@ def test_a_skill_not_installed_is_not_discovered() -> None:
 
 
 async def test_events_are_delivered_once_in_order_across_restarts(
-    make_host: MakeHost, storage: NodeStorage, gateway: CoreGateway
+    make_host: MakeHost, storage: NodeStorage, gateway: CreatorGateway
 ) -> None:
     identity = storage.identity
     room = await plain_room(gateway, identity, "items")
@@ -71,7 +71,7 @@ async def test_events_are_delivered_once_in_order_across_restarts(
 
 
 async def test_a_raising_skill_is_disabled_and_the_others_go_on(
-    make_host: MakeHost, storage: NodeStorage, gateway: CoreGateway
+    make_host: MakeHost, storage: NodeStorage, gateway: CreatorGateway
 ) -> None:
     identity = storage.identity
     room = await plain_room(gateway, identity, "mixed")
@@ -114,7 +114,7 @@ class LoopWatch:
 
 @pytest.mark.parametrize("blocker", ["sleeper", "awaiter"])
 async def test_a_blocking_skill_is_disabled_without_stalling_the_node(
-    make_host: MakeHost, storage: NodeStorage, gateway: CoreGateway, blocker: str
+    make_host: MakeHost, storage: NodeStorage, gateway: CreatorGateway, blocker: str
 ) -> None:
     identity = storage.identity
     room = await plain_room(gateway, identity, f"block-{blocker}")
@@ -145,7 +145,7 @@ async def test_a_blocking_skill_is_disabled_without_stalling_the_node(
 
 
 async def test_a_flooding_skill_is_disabled(
-    make_host: MakeHost, storage: NodeStorage, gateway: CoreGateway
+    make_host: MakeHost, storage: NodeStorage, gateway: CreatorGateway
 ) -> None:
     identity = storage.identity
     room = await plain_room(gateway, identity, "flood")
@@ -171,7 +171,7 @@ async def test_a_flooding_skill_is_disabled(
 
 
 async def test_a_skill_that_is_not_installed_fails_alone(
-    make_host: MakeHost, storage: NodeStorage, gateway: CoreGateway
+    make_host: MakeHost, storage: NodeStorage, gateway: CreatorGateway
 ) -> None:
     room = await plain_room(gateway, storage.identity, "alone")
     host = await make_host(("nosuchskill", "recorder"), per_skill={"recorder": {"watch": [room]}})
@@ -180,3 +180,36 @@ async def test_a_skill_that_is_not_installed_fails_alone(
     assert states["recorder"][0] == "running"
     assert states["raiser"][0] == "not enabled"
     assert (await host.call_command("recorder", "count", {})) == {"count": 0}
+
+
+async def test_skill_rooms_and_sandbox_rooms(make_host: MakeHost, storage: NodeStorage) -> None:
+    host = await make_host(("recorder",))
+    runtime = host.runtime("recorder")
+    assert runtime is not None and runtime.api is not None
+    api = runtime.api
+    room = await api.create_room(RoomSpec("notes", federate=True, name="notes"))
+    assert room == "!notes:alpha.cis.local"
+    assert await api.create_room(RoomSpec("notes", federate=True)) == room  # returned, not redone
+    create = await api.get_state(room, "m.room.create")
+    levels = await api.get_state(room, "m.room.power_levels")
+    assert create is not None and create.content["io.cis.skill"] == "recorder"
+    assert levels is not None and levels.content["events"][ITEM] == 0
+    assert levels.content["users"] == {storage.identity.system_user_id: 100}
+    sent = await api.send_event(room, ITEM, {"n": 1}, txn_id="once")
+    assert await api.send_event(room, ITEM, {"n": 1}, txn_id="once") == sent  # idempotent
+    assert [e.event_id for e in await api.room_events(room, types=[ITEM])] == [sent]
+    await eventually(lambda: len(items(host)) == 1, what="the recorder's own event")
+
+    sandbox = await api.create_room(RoomSpec("try-protocol", sandbox=True))
+    create = await api.get_state(sandbox, "m.room.create")
+    assert create is not None and create.content["m.federate"] is False
+    assert await api.get_state(sandbox, "io.cis.room.federation") is None
+    await api.archive_sandbox_room(sandbox)
+    assert await storage.rooms.get(sandbox) is None
+    with pytest.raises(SkillError, match="not a sandbox room"):
+        await api.archive_sandbox_room(room)
+    other = await make_host(("raiser",))
+    raiser = other.runtime("raiser")
+    assert raiser is not None and raiser.api is not None
+    with pytest.raises(SkillError, match="does not belong to skill raiser"):
+        await raiser.api.create_room(RoomSpec("notes"))

@@ -9,10 +9,9 @@ import pytest
 from cis.ids import RoomId
 from cis.node import NodeStorage
 from cis.skills.contract import CommandError
-from cis.skills.gateway import EventDraft
+from cis.skills.gateway import CreatorGateway, EventDraft
 from cis.skills.host import SkillHost
 from tests.skills.conftest import MakeHost
-from tests.skills.gateway import CoreGateway
 from tests.skills.helpers import eventually
 
 ENTRY = "io.cis.memory.entry"
@@ -58,7 +57,7 @@ async def test_private_memories_and_search(make_host: MakeHost) -> None:
 
 
 async def test_public_memories_are_state_of_the_memory_room(
-    make_host: MakeHost, storage: NodeStorage, gateway: CoreGateway
+    make_host: MakeHost, storage: NodeStorage, gateway: CreatorGateway
 ) -> None:
     host = await make_host(("memory",))
     await memory(host, "set", key="secret", value="private-value-XYZ")
@@ -104,7 +103,7 @@ async def test_public_memories_are_state_of_the_memory_room(
 
 
 async def test_a_joined_memory_room_of_another_node_is_delivered(
-    make_host: MakeHost, storage: NodeStorage, gateway: CoreGateway
+    make_host: MakeHost, storage: NodeStorage, gateway: CreatorGateway
 ) -> None:
     """A room whose create event names the skill (here one of node beta, as if joined) is
     found by the host and its entries appear in the skill's table."""

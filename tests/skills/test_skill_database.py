@@ -11,10 +11,10 @@ from cis.ids import EventId, RoomId
 from cis.node import NodeStorage
 from cis.skills.api import CURRENT_DELIVERY, Delivery
 from cis.skills.contract import SkillError
+from cis.skills.gateway import CreatorGateway
 from cis.storage.errors import InvalidQuery
 from cis.storage.skills import attached_query, delivery_positions
 from tests.skills.conftest import MakeHost
-from tests.skills.gateway import CoreGateway
 from tests.skills.helpers import eventually, plain_room, send_items
 
 ITEM = "io.cis.recorder.item"
@@ -47,7 +47,7 @@ async def test_a_handler_write_carries_its_position_and_a_second_is_refused(
 
 
 async def test_attach_joins_a_skill_table_with_the_room_events(
-    make_host: MakeHost, storage: NodeStorage, gateway: CoreGateway
+    make_host: MakeHost, storage: NodeStorage, gateway: CreatorGateway
 ) -> None:
     identity = storage.identity
     room = await plain_room(gateway, identity, "joined")

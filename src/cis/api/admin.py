@@ -12,7 +12,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 
-from cis.api.errors import ApiError
+from cis.api.client.jsonbody import parse_json_object
+from cis.api.errors import ApiError, Errcode
+from cis.handlers.accounts import UserAdmin
 from cis.handlers.admin import MAX_WAIT_S, AdminHandler
 from cis.handlers.status import StatusHandler
 
@@ -30,17 +32,35 @@ class AdminAuth:
     def __call__(self, request: Request) -> None:
         header = request.headers.get("authorization")
         if header is None:
-            raise ApiError(401, "M_MISSING_TOKEN", "Missing admin token")
+            raise ApiError(Errcode.MISSING_TOKEN, "Missing admin token")
         scheme, _, presented = header.partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(
             presented.strip().encode("utf-8", "surrogateescape"), self._token
         ):
-            raise ApiError(401, "M_UNKNOWN_TOKEN", "Unknown admin token")
+            raise ApiError(Errcode.UNKNOWN_TOKEN, "Unknown admin token")
 
 
-def admin_router(status: StatusHandler, admin: AdminHandler, auth: AdminAuth) -> APIRouter:
+def admin_router(
+    status: StatusHandler,
+    admin: AdminHandler,
+    auth: AdminAuth,
+    users: UserAdmin | None = None,
+) -> APIRouter:
     router = APIRouter(prefix=PREFIX)
     authorised = [Depends(auth)]
+
+    if users is not None:
+
+        @router.post("/users", dependencies=authorised)
+        async def create_user(request: Request) -> dict[str, Any]:
+            """Create a local user (``cis-node user add`` while the node runs)."""
+            body = parse_json_object(await request.body())
+            return await users.create(body)
+
+        @router.get("/users/{user_id}", dependencies=authorised)
+        async def get_user(user_id: str) -> dict[str, Any]:
+            """A local user, with the node's DID (the identity its events are signed with)."""
+            return await users.get(user_id)
 
     @router.get("/status")
     async def get_status() -> dict[str, Any]:

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from cis import __version__
 from cis.api.admin import AdminAuth, admin_router
 from cis.api.errors import install_error_handlers
+from cis.handlers.accounts import UserAdmin
 from cis.handlers.admin import AdminHandler
 from cis.handlers.status import StatusHandler
 from cis.skills.host import SkillHost
@@ -21,6 +22,7 @@ def create_app(
     status: StatusHandler,
     admin: AdminHandler,
     admin_token: str,
+    users: UserAdmin | None = None,
     skills: SkillHost | None = None,
 ) -> FastAPI:
     app = FastAPI(
@@ -32,7 +34,7 @@ def create_app(
     )
     install_error_handlers(app)
     auth = AdminAuth(admin_token)
-    app.include_router(admin_router(status, admin, auth))
+    app.include_router(admin_router(status, admin, auth, users))
     if skills is not None:
         from cis.api.skills import skills_router
 

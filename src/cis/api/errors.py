@@ -1,6 +1,7 @@
 """Matrix-shaped errors: ``{"errcode": "M_…", "error": "…"}`` with the right HTTP status.
 
-A route raises ``ApiError``; unknown paths are ``M_UNRECOGNIZED`` (404, or 405 for a known path
+A route raises ``ApiError`` (``cis.handlers.errors``: the one error class of every API, with
+the Matrix errcodes); unknown paths are ``M_UNRECOGNIZED`` (404, or 405 for a known path
 with the wrong method); bad parameters are ``M_INVALID_PARAM``. An error never echoes the
 request, and an unexpected exception is logged (without locals) and answered with a bare 500.
 """
@@ -12,17 +13,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from cis.handlers.errors import ApiError, Errcode
 from cis.log import get_logger
 
 log = get_logger(__name__)
 
 
-class ApiError(Exception):
-    def __init__(self, status: int, errcode: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.errcode = errcode
-        self.message = message
+__all__ = ["ApiError", "Errcode", "error_response", "install_error_handlers"]
 
 
 def error_response(status: int, errcode: str, message: str) -> JSONResponse:
@@ -32,7 +29,7 @@ def error_response(status: int, errcode: str, message: str) -> JSONResponse:
 def install_error_handlers(app: FastAPI) -> None:
     async def api_error(_request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ApiError)
-        return error_response(exc.status, exc.errcode, exc.message)
+        return JSONResponse(exc.to_json(), status_code=exc.status)
 
     async def http_error(_request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)

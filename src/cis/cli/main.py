@@ -50,6 +50,7 @@ _SUBCOMMAND_MODULES: tuple[str, ...] = (
     "backup",
     "restore",
     "anchor",
+    "user",
     "skills",
     "git",
     "memory",

@@ -43,10 +43,29 @@ async def serve(home: Home, config: Config) -> int:
 @home_option
 @click.option("--listen", metavar="HOST:PORT", help="Address to serve on (default 127.0.0.1:8484).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
+@click.option(
+    "--open-registration",
+    is_flag=True,
+    default=None,
+    help="Let anyone register an account through the Matrix Client-Server API.",
+)
 @click.option("--print-config", is_flag=True, help="Print the effective configuration and exit.")
-def command(home: Home, listen: str | None, log_level: str | None, print_config: bool) -> int:
+def command(
+    home: Home,
+    listen: str | None,
+    log_level: str | None,
+    open_registration: bool | None,
+    print_config: bool,
+) -> int:
     """Run the node (logs on stderr, one line per record)."""
-    config = load_config(home, flags={"--listen": listen, "--log-level": log_level})
+    config = load_config(
+        home,
+        flags={
+            "--listen": listen,
+            "--log-level": log_level,
+            "--open-registration": open_registration,
+        },
+    )
     if print_config:
         click.echo(render_config(config), nl=False)
         return 0

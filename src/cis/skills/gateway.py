@@ -13,10 +13,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from cis.handlers.room_cache import Draft, EventCreator
 from cis.ids import EventId, RoomId, UserId
+from cis.matrix import AuthError, InvalidPdu
+from cis.skills.contract import SkillError
 from cis.storage.rooms.types import TxnKey
 
-__all__ = ["EventDraft", "RoomGateway"]
+__all__ = ["CreatorGateway", "EventDraft", "RoomGateway"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,3 +45,40 @@ class RoomGateway(Protocol):
     ) -> EventId:
         """Create one event in an existing room (``txn``: idempotent per key)."""
         ...
+
+
+class CreatorGateway:
+    """``RoomGateway`` over the Client-Server API's ``EventCreator``: a skill's rooms and events
+    take exactly a client's path (laid out on the room's extremities under its lock, authorised
+    against its state, stored with txn ids committed alongside)."""
+
+    def __init__(self, creator: EventCreator) -> None:
+        self._creator = creator
+
+    async def create_room(
+        self, room_id: RoomId, room_version: str, events: Sequence[EventDraft]
+    ) -> None:
+        drafts = [Draft(e.sender, e.type, e.content, e.state_key) for e in events]
+        try:
+            await self._creator.create_room(room_id, room_version, drafts)
+        except AuthError as exc:
+            raise SkillError(f"the room's first events were refused (rule {exc.rule})") from exc
+        except InvalidPdu as exc:
+            raise SkillError(f"a first event of the room is not valid: {exc}") from exc
+
+    async def send(
+        self, room_id: RoomId, draft: EventDraft, *, txn: TxnKey | None = None
+    ) -> EventId:
+        try:
+            _event, event_id = await self._creator.create(
+                room_id, Draft(draft.sender, draft.type, draft.content, draft.state_key), txn=txn
+            )
+        except LookupError:
+            raise SkillError(f"this node holds no room {room_id}") from None
+        except AuthError as exc:
+            raise SkillError(
+                f"{draft.type} refused by the room's authorisation rules (rule {exc.rule})"
+            ) from exc
+        except InvalidPdu as exc:
+            raise SkillError(f"{draft.type} is not a valid event: {exc}") from exc
+        return event_id

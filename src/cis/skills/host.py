@@ -225,6 +225,7 @@ class SkillHost:
         self._ticker: asyncio.Task[None] | None = None
         self._scanner: asyncio.Task[None] | None = None
         self._scanned: set[RoomId] = set()
+        self._room_locks: dict[RoomId, asyncio.Lock] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = False
@@ -545,8 +546,13 @@ class SkillHost:
         return rid
 
     async def create_room(self, rt: _Runtime, spec: RoomSpec) -> RoomId:
-        assert rt.skill is not None
         room_id = RoomId(f"!{spec.localpart}:{self.identity.server_name}")
+        lock = self._room_locks.setdefault(room_id, asyncio.Lock())
+        async with lock:  # two calls for one room create it once
+            return await self._create_room(rt, spec, room_id)
+
+    async def _create_room(self, rt: _Runtime, spec: RoomSpec, room_id: RoomId) -> RoomId:
+        assert rt.skill is not None
         store = await self._rooms.get(room_id)
         if store is not None:
             create = await store.state_event("m.room.create", "")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from typing import Final
 
+from cis.storage.client.schema import CLIENT_SCHEMA_V1
 from cis.storage.sqlite import Migration
 
 KIND: Final = "node"
@@ -102,4 +103,5 @@ MIGRATIONS: Final = (
             "CREATE INDEX memberships_user ON memberships (user_id, membership)",
         ),
     ),
+    Migration(2, "client-server API: devices, tokens, account data, keys, media", CLIENT_SCHEMA_V1),
 )

@@ -86,4 +86,9 @@ MIGRATIONS: Final = (
             ) WITHOUT ROWID""",
         ),
     ),
+    Migration(
+        2,
+        "index client txn ids by time (bounded retention, send cache)",
+        ("CREATE INDEX event_txn_ids_ts ON event_txn_ids (inserted_ts)",),
+    ),
 )

@@ -147,6 +147,21 @@ class RoomStore:
                 "events_after", txns.events_after_position, self.room_id, position, limit, wanted
             )
 
+    async def events_upto(
+        self,
+        position: int,
+        limit: int = 100,
+        statuses: Iterable[EventStatus] = (EventStatus.TIMELINE,),
+    ) -> list[StoredEvent]:
+        """Events at or below stream ``position``, newest first (``events_after`` backwards)."""
+        if not 1 <= limit <= MAX_LIMIT:
+            raise InvalidQuery(f"limit must be between 1 and {MAX_LIMIT}")
+        wanted = tuple(EventStatus(s) for s in statuses)
+        async with self._manager._pinned(self.room_id) as db:
+            return await db.run_read(
+                "events_upto", txns.events_upto_position, self.room_id, position, limit, wanted
+            )
+
     async def get_event(self, event_id: EventId) -> StoredEvent | None:
         found = await self.get_events([event_id])
         return found.get(event_id)
@@ -175,6 +190,18 @@ class RoomStore:
         """The event a client's ``(user, device, txn_id)`` already produced, if any."""
         async with self._manager._pinned(self.room_id) as db:
             return await db.run_read("event_id_for_txn", txns.event_id_for_txn, key)
+
+    async def txn_ids_since(self, since_ts: int, limit: int) -> list[tuple[TxnKey, EventId]]:
+        """Client txn ids recorded since ``since_ts`` (ms), newest first (a send cache)."""
+        async with self._manager._pinned(self.room_id) as db:
+            return await db.run_read("txn_ids_since", txns.txn_ids_since, since_ts, limit)
+
+    async def delete_txn_ids_before(self, before_ts: int) -> int:
+        """Forget client txn ids older than ``before_ts`` (ms); return how many."""
+        async with self._manager._pinned(self.room_id) as db:
+            return await db.run_interaction(
+                "delete_txn_ids", txns.delete_txn_ids_before_txn, before_ts
+            )
 
     async def sync_positions(self) -> dict[str, int]:
         """Per peer, the highest stream position of this room it acknowledged."""

@@ -380,6 +380,23 @@ def events_after_position(
     return [_event_from_row(room_id, row) for row in rows]
 
 
+def events_upto_position(
+    conn: sqlite3.Connection,
+    room_id: RoomId,
+    position: int,
+    limit: int,
+    statuses: Iterable[EventStatus],
+) -> list[StoredEvent]:
+    """Events at or below stream ``position``, newest first (backwards pagination)."""
+    wanted = [s.value for s in statuses]
+    rows = conn.execute(
+        f"SELECT {_COLUMNS} FROM events WHERE stream_ordering <= ?"
+        f" AND status IN ({_marks(len(wanted))}) ORDER BY stream_ordering DESC LIMIT ?",
+        (position, *wanted, limit),
+    ).fetchall()
+    return [_event_from_row(room_id, row) for row in rows]
+
+
 def get_events(
     conn: sqlite3.Connection, room_id: RoomId, event_ids: Sequence[str]
 ) -> dict[EventId, StoredEvent]:
@@ -424,6 +441,23 @@ def event_id_for_txn(conn: sqlite3.Connection, key: TxnKey) -> EventId | None:
         (key.user_id, key.device_id, key.txn_id),
     ).fetchone()
     return EventId(row[0]) if row is not None else None
+
+
+def txn_ids_since(
+    conn: sqlite3.Connection, since_ts: int, limit: int
+) -> list[tuple[TxnKey, EventId]]:
+    """The client txn ids recorded since ``since_ts`` (ms), newest first, at most ``limit``."""
+    rows = conn.execute(
+        "SELECT user_id, device_id, txn_id, event_id FROM event_txn_ids"
+        " WHERE inserted_ts >= ? ORDER BY inserted_ts DESC LIMIT ?",
+        (since_ts, limit),
+    )
+    return [(TxnKey(UserId(r[0]), r[1], r[2]), EventId(r[3])) for r in rows]
+
+
+def delete_txn_ids_before_txn(conn: sqlite3.Connection, before_ts: int) -> int:
+    """Forget client txn ids recorded before ``before_ts`` (ms): retention is bounded."""
+    return conn.execute("DELETE FROM event_txn_ids WHERE inserted_ts < ?", (before_ts,)).rowcount
 
 
 def sync_positions(conn: sqlite3.Connection) -> dict[str, int]:

@@ -44,6 +44,7 @@ from cis.skills.contract import (
     DuplexStream,
     RoomSpec,
     SkillApi,
+    SkillDisabled,
     SkillError,
     SkillUnavailable,
 )
@@ -240,13 +241,15 @@ class GitSkill:
             self._wake.clear()
             try:
                 await self._send_pending()
+            except SkillDisabled:
+                raise
             except SkillUnavailable as exc:
                 self.api.log.warning("git_push_events_waiting", why=str(exc))
                 self._retry_later()
-            except SkillError:
-                raise
-            except Exception as exc:
-                self.api.log.error("git_push_events_failed", error=type(exc).__name__)
+            except Exception as exc:  # a refused event, a room in the way: try again later
+                self.api.log.error(
+                    "git_push_events_failed", error=type(exc).__name__, message=str(exc)[:200]
+                )
                 self._retry_later()
 
     def _retry_later(self) -> None:
@@ -301,14 +304,19 @@ class GitSkill:
         info = await self.api.database.run_read("git_repo", schema.read_repo, repo)
         if info is None or info.home_node != self.api.node_id:
             raise CommandError(f"no repository {repo} homed on {self.api.node_id}")
-        room_id = await self._repo_room(repo)
-        levels = await self.api.get_state(room_id, "m.room.power_levels")
-        content = dict(levels.content) if levels is not None else {}
-        users = dict(content.get("users", {}))
         user = f"@cis:{node}.cis.local"
-        users[user] = POWER_ADMIN if args.get("may_push") else 0
-        content["users"] = users
-        await self.api.send_state(room_id, "m.room.power_levels", "", content)
+        try:
+            room_id = await self._repo_room(repo)
+            levels = await self.api.get_state(room_id, "m.room.power_levels")
+            content = dict(levels.content) if levels is not None else {}
+            users = dict(content.get("users", {}))
+            users[user] = POWER_ADMIN if args.get("may_push") else 0
+            content["users"] = users
+            await self.api.send_state(room_id, "m.room.power_levels", "", content)
+        except SkillDisabled:
+            raise
+        except SkillError as exc:
+            raise CommandError(str(exc)) from None
         return {"repo": repo, "room_id": room_id, "user": user, "power": users[user]}
 
     async def _private(self, args: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -321,8 +329,13 @@ class GitSkill:
         info = await self.api.database.run_read("git_repo", schema.read_repo, repo)
         if info is None or info.home_node != self.api.node_id:
             raise CommandError(f"no repository {repo} homed on {self.api.node_id}")
-        room_id = await self._repo_room(repo)
-        await self.api.send_state(room_id, FEDERATION_STATE, "", {"federate": not private})
+        try:
+            room_id = await self._repo_room(repo)
+            await self.api.send_state(room_id, FEDERATION_STATE, "", {"federate": not private})
+        except SkillDisabled:
+            raise
+        except SkillError as exc:
+            raise CommandError(str(exc)) from None
         await self.api.database.run_interaction("git_set_private", _set_private_txn, repo, private)
         return {"repo": repo, "room_id": room_id, "private": private}
 

@@ -22,7 +22,7 @@ from typing import Any, ClassVar, Final
 
 from cis.ids import RoomId
 from cis.matrix import Event
-from cis.skills.contract import POWER_ADMIN, CommandError, RoomSpec, SkillApi
+from cis.skills.contract import POWER_ADMIN, CommandError, RoomSpec, SkillApi, SkillError
 from cis.skills.memory import store
 from cis.skills.memory.store import MAX_KEY_CHARS, MAX_VALUE_BYTES, PRIVATE
 
@@ -92,8 +92,11 @@ class MemorySkill:
             )
         if not isinstance(node, str):
             raise CommandError("node must be a node id")
-        room_id = self.api.room_id(ROOM_LOCALPART, node)
-        await self.api.watch_room(room_id)  # SkillError if this node has not joined it
+        try:
+            room_id = self.api.room_id(ROOM_LOCALPART, node)
+            await self.api.watch_room(room_id)
+        except SkillError:
+            raise CommandError(f"this node has not joined node {node}'s memory room") from None
         return room_id
 
     # ------------------------------------------------------------ commands

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
@@ -102,6 +103,41 @@ def _bool(value: object) -> bool:
     raise ValueError("must be true or false")
 
 
+SKILL_NAME_RE: Final = re.compile(r"[a-z][a-z0-9_]{0,31}\Z")
+
+
+def _skill_names(value: object) -> tuple[str, ...]:
+    """A list of skill names (``CIS_SKILLS=git,memory``; an empty string enables none)."""
+    if isinstance(value, str):
+        items: list[object] = [part.strip() for part in value.split(",") if part.strip()]
+    elif isinstance(value, list | tuple):
+        items = list(value)
+    else:
+        raise ValueError("must be a list of skill names")
+    names: list[str] = []
+    for item in items:
+        if not isinstance(item, str) or not SKILL_NAME_RE.match(item):
+            raise ValueError(f"{item!r} is not a skill name ([a-z][a-z0-9_]{{0,31}})")
+        if item not in names:
+            names.append(item)
+    return tuple(names)
+
+
+def _seconds_between(low: float, high: float) -> Callable[[object], float]:
+    def parse(value: object) -> float:
+        if isinstance(value, bool):
+            raise ValueError("must be a number of seconds")
+        try:
+            number = float(value) if isinstance(value, int | float | str) else None
+        except ValueError:
+            number = None
+        if number is None or not low <= number <= high:
+            raise ValueError(f"must be a number of seconds from {low:g} to {high:g}")
+        return number
+
+    return parse
+
+
 def _int_between(low: int, high: int) -> Callable[[object], int]:
     def parse(value: object) -> int:
         if isinstance(value, bool):
@@ -126,10 +162,16 @@ class Setting:
     default: object
     parse: Callable[[object], object]
     help: str
+    attr: str | None = None
+    """The ``Config`` field, when it is not ``key`` (keys repeat across sections)."""
 
     @property
     def name(self) -> str:
         return f"{self.section}.{self.key}"
+
+    @property
+    def field(self) -> str:
+        return self.attr or self.key
 
 
 SETTINGS: Final[tuple[Setting, ...]] = (
@@ -161,6 +203,24 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         "matrix", "max_upload_bytes", "CIS_MAX_UPLOAD_BYTES", None, 50 * 1024 * 1024,
         _int_between(1024, 1 << 34), "largest media upload, in bytes",
     ),
+    Setting(
+        "skills", "enabled", "CIS_SKILLS", None, ("git", "memory"), _skill_names,
+        "the installed skills this node runs (docs/skills.md)", "skills_enabled",
+    ),
+    Setting(
+        "skills", "handler_timeout_s", "CIS_SKILL_HANDLER_TIMEOUT_S", None, 30.0,
+        _seconds_between(0.05, 3600), "a skill call overrunning this is disabled",
+        "skill_handler_timeout_s",
+    ),
+    Setting(
+        "skills", "events_per_s", "CIS_SKILL_EVENTS_PER_S", None, 50, _int_between(1, 100_000),
+        "events a skill may send per second (sustained)", "skill_events_per_s",
+    ),
+    Setting(
+        "skills", "events_burst", "CIS_SKILL_EVENTS_BURST", None, 500, _int_between(1, 1_000_000),
+        "events a skill may send in a burst; past rate and burst it is flooding",
+        "skill_events_burst",
+    ),
 )  # fmt: skip
 
 
@@ -173,8 +233,14 @@ class Config:
     room_cache_kib: int
     open_registration: bool
     max_upload_bytes: int
+    skills_enabled: tuple[str, ...]
+    skill_handler_timeout_s: float
+    skill_events_per_s: int
+    skill_events_burst: int
     sources: Mapping[str, str]
     """Where each setting came from: ``default``, ``file``, ``env CIS_…`` or ``flag --…``."""
+    skill_settings: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
+    """Each ``[skills.NAME]`` table of the file, handed to that skill as its configuration."""
 
 
 def load_config(
@@ -200,11 +266,11 @@ def load_config(
             raw, source = flags[setting.flag], f"flag {setting.flag}"
         where = home.config.name if source == "file" else source
         try:
-            values[setting.key] = setting.parse(raw)
+            values[setting.field] = setting.parse(raw)
         except ValueError as exc:
             raise ConfigError(f"{setting.name} ({where}): {exc}") from None
         sources[setting.name] = source
-    return Config(**values, sources=sources)
+    return Config(**values, sources=sources, skill_settings=_skill_tables(home.config))
 
 
 def _read_file(path: Path) -> dict[str, object]:
@@ -225,6 +291,8 @@ def _read_file(path: Path) -> dict[str, object]:
         if section not in sections or not isinstance(table, dict):
             raise ConfigError(f"{path}: unknown section [{section}]")
         for key, value in table.items():
+            if section == "skills" and isinstance(value, dict):
+                continue  # [skills.NAME]: that skill's own table (``_skill_tables``)
             name = f"{section}.{key}"
             if name not in known:
                 raise ConfigError(f"{path}: unknown setting {name}")
@@ -232,10 +300,30 @@ def _read_file(path: Path) -> dict[str, object]:
     return flat
 
 
+def _skill_tables(path: Path) -> dict[str, dict[str, object]]:
+    """The ``[skills.NAME]`` tables of the file (already read and checked by ``_read_file``)."""
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return {}
+    skills = document.get("skills")
+    if not isinstance(skills, dict):
+        return {}
+    tables: dict[str, dict[str, object]] = {}
+    for name, table in skills.items():
+        if isinstance(table, dict):
+            if not SKILL_NAME_RE.match(name):
+                raise ConfigError(f"{path}: [skills.{name}] does not name a skill")
+            tables[name] = dict(table)
+    return tables
+
+
 def _toml_value(value: object) -> str:
+    if isinstance(value, tuple | list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, int):
+    if isinstance(value, int | float):
         return str(value)
     text = str(value).replace("\\", "\\\\").replace('"', '\\"')
     return f'"{text}"'
@@ -250,7 +338,7 @@ def render_config(config: Config) -> str:
             section = setting.section
             lines.append("")
             lines.append(f"[{section}]")
-        value = getattr(config, setting.key)
-        shown = _toml_value(str(value) if not isinstance(value, int) else value)
+        value = getattr(config, setting.field)
+        shown = _toml_value(value if isinstance(value, int | float | tuple) else str(value))
         lines.append(f"{setting.key} = {shown}  # {config.sources[setting.name]}")
     return "\n".join(lines) + "\n"

@@ -74,6 +74,7 @@ from cis.storage.stream import StreamPositions
 
 if TYPE_CHECKING:
     from cis.api.server import HttpServer
+    from cis.skills.host import SkillHost
 
 __all__ = ["Node", "NodeStartFailed", "NodeStorage", "read_runtime_file"]
 
@@ -257,6 +258,8 @@ class ClientServer:
         self._config = config
         self.app: ClientApiApp | None = None
         self.users: UserAdmin | None = None
+        self.creator: EventCreator | None = None
+        """Event creation for local senders: clients, and skills (through their gateway)."""
         self._notifier: Notifier | None = None
         self._watcher: StreamWatcher | None = None
         self._typing: TypingHandler | None = None
@@ -297,7 +300,7 @@ class ClientServer:
         self.users = UserAdmin(accounts, account_store, identity.did)
         account_data = AccountDataHandler(account_data_store, notifier, counters)
         cache = RoomCache(storage.rooms, clock)
-        creator = EventCreator(
+        creator = self.creator = EventCreator(
             cache, Signer(identity.server_name, identity.key_id, identity.signing_key), clock
         )
         rooms = RoomHandler(
@@ -403,6 +406,7 @@ class Node:
         self.storage = NodeStorage(home, config, clock=clock, pdu_parser=pdu_parser)
         self.client = ClientServer(self.storage, config)
         self._http: HttpServer | None = None
+        self.skills: SkillHost | None = None
         self._started = False
         self._stopped = False
 
@@ -430,11 +434,14 @@ class Node:
         admin = AdminHandler(storage.rooms, storage.positions)
         await self.client.start()
         assert self.client.app is not None
+        self.skills = self._skill_host()
         app = create_app(
-            status=status, admin=admin, admin_token=admin_token, users=self.client.users
-        )
+            status=status, admin=admin, admin_token=admin_token, users=self.client.users,
+            skills=self.skills,
+        )  # fmt: skip
         self._http = HttpServer(ClientApiDispatch(self.client.app, app), bind(self.config.listen))
         await self._http.start()
+        await self.skills.start()  # before run/node.json: local tools find skills running
         await asyncio.to_thread(self._write_runtime_file)
         self._started = True
         identity = storage.identity
@@ -457,10 +464,31 @@ class Node:
         self.client.end_long_polls()
         if self._http is not None:
             await self._http.stop()
+        if self.skills is not None:
+            await self.skills.stop()
         await self.client.close()
         clean = await self.storage.close()
         if started:
             log.info("node_stopped", clean=clean)
+
+    def _skill_host(self) -> SkillHost:
+        from cis.skills.gateway import CreatorGateway
+        from cis.skills.host import SkillHost, SkillSettings
+
+        config = self.config
+        settings = SkillSettings(
+            enabled=config.skills_enabled,
+            handler_timeout_s=config.skill_handler_timeout_s,
+            events_per_s=config.skill_events_per_s,
+            events_burst=config.skill_events_burst,
+            per_skill=config.skill_settings,
+        )
+        storage = self.storage
+        creator = self.client.creator
+        return SkillHost(
+            home=self.home, identity=storage.identity, rooms=storage.rooms, settings=settings,
+            clock=storage.clock, gateway=CreatorGateway(creator) if creator is not None else None,
+        )  # fmt: skip
 
     def _write_runtime_file(self) -> None:
         target = self.home.runtime_file

@@ -14,6 +14,7 @@ from cis.api.errors import install_error_handlers
 from cis.handlers.accounts import UserAdmin
 from cis.handlers.admin import AdminHandler
 from cis.handlers.status import StatusHandler
+from cis.skills.host import SkillHost
 
 
 def create_app(
@@ -22,6 +23,7 @@ def create_app(
     admin: AdminHandler,
     admin_token: str,
     users: UserAdmin | None = None,
+    skills: SkillHost | None = None,
 ) -> FastAPI:
     app = FastAPI(
         title="cis-node",
@@ -31,5 +33,10 @@ def create_app(
         redoc_url=None,
     )
     install_error_handlers(app)
-    app.include_router(admin_router(status, admin, AdminAuth(admin_token), users))
+    auth = AdminAuth(admin_token)
+    app.include_router(admin_router(status, admin, auth, users))
+    if skills is not None:
+        from cis.api.skills import skills_router
+
+        app.include_router(skills_router(skills, admin_token, auth))
     return app

@@ -38,6 +38,9 @@ _SUBCOMMAND_MODULES: tuple[str, ...] = (
     "anchor",
     "user",
     "sql",
+    "skills",
+    "git",
+    "memory",
 )
 
 

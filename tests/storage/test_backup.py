@@ -5,6 +5,7 @@ import hashlib
 import json
 import shutil
 import sqlite3
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -207,3 +208,63 @@ def test_a_bare_node_db_marks_rooms_missing(tmp_path: Path) -> None:
     summary = inspect_node_db(target.node_db)
     assert summary.rooms == 2 and summary.missing_rooms == 2
     check_home(target.root)
+
+
+def _git(*args: str, cwd: Path) -> str:
+    env = {
+        "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.org",
+        "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.org",
+        "GIT_CONFIG_NOSYSTEM": "1", "HOME": str(cwd), "PATH": "/usr/bin:/bin",
+    }  # fmt: skip
+    done = subprocess.run(
+        ["git", *args], cwd=cwd, env=env, capture_output=True, text=True, check=True, timeout=30
+    )
+    return done.stdout
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs the git binary")
+def test_skill_files_are_backed_up_refs_before_objects(tmp_path: Path) -> None:
+    home = _make_home(tmp_path / "home")
+    repos = home.skills / "git" / "repos"
+    repos.mkdir(parents=True)
+    bare = repos / "voxel.git"
+    _git("init", "-q", "--bare", str(bare), cwd=tmp_path)
+    work = tmp_path / "work"
+    work.mkdir()
+    _git("init", "-q", "-b", "main", cwd=work)
+    (work / "a.txt").write_text("one\n")
+    _git("add", "a.txt", cwd=work)
+    _git("commit", "-q", "-m", "one", cwd=work)
+    _git("tag", "-a", "v1", "-m", "first", cwd=work)
+    _git("push", "-q", str(bare), "main", "v1", cwd=work)
+    (bare / "refs" / "heads" / "main.lock").write_text("half-written ref\n")
+    (home.skills / "git" / "state.db-wal").write_bytes(b"side file")
+
+    result = write_backup(home, tmp_path / "backup")
+    rels = [f.path for f in result.files if f.kind == "skill_file"]
+    assert "skills/git/repos/voxel.git/HEAD" in rels
+    assert not any(r.endswith((".lock", "-wal")) for r in rels)
+    first_object = next(i for i, r in enumerate(rels) if "/objects/" in r)
+    assert all("/objects/" in r for r in rels[first_object:])  # refs first, then objects
+
+    target = Home(tmp_path / "restored")
+    restore_backup(tmp_path / "backup", target, now_ms=0)
+    restored = target.skills / "git" / "repos" / "voxel.git"
+    _git("fsck", "--strict", cwd=restored)
+    assert _git("show-ref", cwd=restored) == _git("show-ref", cwd=bare)
+
+
+def test_restore_refuses_a_manifest_escaping_the_skill_folder(tmp_path: Path) -> None:
+    home = _make_home(tmp_path / "home")
+    (home.skills / "git").mkdir(parents=True)
+    (home.skills / "git" / "note").write_text("x")
+    write_backup(home, tmp_path / "backup")
+    manifest_path = tmp_path / "backup" / "MANIFEST.json"
+    manifest = json.loads(manifest_path.read_text())
+    for entry in manifest["files"]:
+        if entry["path"] == "skills/git/note":
+            entry["path"] = "skills/git/../../node.db"
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(RestoreFailed, match="unexpected file"):
+        restore_backup(tmp_path / "backup", Home(tmp_path / "restored"), now_ms=0)
+    assert not (tmp_path / "restored").exists()

@@ -8,6 +8,8 @@ place when complete::
     rooms/<hash>/meta.json
     rooms/archived/<hash>/…
     skills/<skill>.db
+    skills/<skill>/…                a skill's own files (the Git skill's repositories), copied
+                                    with everything but ``objects/`` first (see ``_skill_files``)
     node.db                         last, so its registry names every room copied before it
     MANIFEST.json                   format version, DID, time; each file's size, sha256, schema
 
@@ -79,6 +81,9 @@ _CHUNK: Final = 1 << 20
 _ROOM_PATH: Final = re.compile(r"^rooms/(archived/)?[0-9a-f]{32}/(events\.db|meta\.json)$")
 _SKILL_PATH: Final = re.compile(r"^skills/[A-Za-z0-9_.-]+\.db$")
 _BLOB_PATH: Final = re.compile(r"^blobs/[A-Za-z0-9_./-]+$")
+_SKILL_DATA_PATH: Final = re.compile(r"^skills/[a-z][a-z0-9_]{0,31}/[^\x00-\x1f\x7f\\\\]+$")
+_TRANSIENT_SUFFIXES: Final = ("-wal", "-shm", "-journal", ".lock")
+"""Files a skill's folder may hold only mid-write: SQLite's side files, git's lock files."""
 
 
 class ProgressSink(Protocol):
@@ -103,7 +108,7 @@ class _Silent:
 @dataclass(frozen=True, slots=True)
 class ManifestFile:
     path: str
-    kind: str  # node | room | room_meta | skill | blob
+    kind: str  # node | room | room_meta | skill | skill_file | blob
     size: int
     sha256: str
     schema_version: int | None
@@ -168,8 +173,37 @@ def _plan(home: Home) -> list[_Item]:
     if home.skills.is_dir():
         for path in sorted(home.skills.glob("*.db")):
             items.append(_Item(path, f"skills/{path.name}", "skill"))
+        for folder in sorted(p for p in home.skills.iterdir() if p.is_dir()):
+            items.extend(_skill_files(home, folder))
     items.append(_Item(home.node_db, "node.db", "node"))
     return items
+
+
+def _skill_files(home: Home, folder: Path) -> list[_Item]:
+    """A skill's own files, with every ``objects/`` file after every other file.
+
+    Git writes objects before the refs that name them and never rewrites an object, so copying
+    refs first and objects after means every copied ref names objects the backup holds, even
+    while pushes land during the backup.
+    """
+    items: list[_Item] = []
+    for walked, dirs, files in os.walk(folder):
+        dirs.sort()
+        for name in sorted(files):
+            if name.endswith(_TRANSIENT_SUFFIXES):
+                continue
+            source = Path(walked) / name
+            rel = source.relative_to(home.root).as_posix()
+            if _SKILL_DATA_PATH.fullmatch(rel) and _safe_segments(rel):
+                items.append(_Item(source, rel, "skill_file"))
+            else:
+                log.warning("backup_skipped_file", path=rel[:200], reason="unsupported name")
+    items.sort(key=lambda item: "objects" in PurePosixPath(item.rel).parts[2:])
+    return items
+
+
+def _safe_segments(rel: str) -> bool:
+    return all(part not in ("", ".", "..") for part in rel.split("/"))
 
 
 def _sha256(path: Path) -> str:
@@ -331,6 +365,7 @@ def _manifest_files(manifest: dict[str, Any]) -> list[ManifestFile]:
             item.path == "node.db"
             or _ROOM_PATH.fullmatch(item.path)
             or _SKILL_PATH.fullmatch(item.path)
+            or (_SKILL_DATA_PATH.fullmatch(item.path) and _safe_segments(item.path))
             or (_BLOB_PATH.fullmatch(item.path) and ".." not in item.path.split("/"))
         )
         if not allowed or item.path in seen:

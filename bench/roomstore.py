@@ -4,7 +4,8 @@ Measures, in one run, against raw ``sqlite3`` doing the same rows and indexes wi
 pragmas (the ceiling):
 
 1. ingest with ``RoomStore.store_events`` in batches of 1,000 events (~500-byte PDUs) vs raw
-   ``executemany`` of the same rows (events, edges, auth) in one transaction per batch;
+   ``executemany`` of the same rows (events, edges, auth, forward extremities, state) in one
+   transaction per batch;
 2. single events with ``RoomStore.store_event`` (one caller, and many concurrent callers that
    group-commit) vs raw one-event transactions;
 3. ``query_events`` latency (type filter, limit 50, random cursors) on a room of 1,000,000
@@ -130,9 +131,19 @@ _INSERT_EVENT = (
 )
 
 
-def raw_rows(
-    events: Sequence[BenchEvent], first: int
-) -> tuple[list[tuple[Any, ...]], list[tuple[str, str]], list[tuple[str, str]]]:
+@dataclass(frozen=True, slots=True)
+class RawRows:
+    """Every row ``store_events`` writes for a batch: events, edges, auth, extremities, state."""
+
+    events: list[tuple[Any, ...]]
+    edges: list[tuple[str, str]]
+    auths: list[tuple[str, str]]
+    stale_extremities: list[tuple[str]]
+    new_extremities: list[tuple[str]]
+    state: list[tuple[str, str, str, int]]
+
+
+def raw_rows(events: Sequence[BenchEvent], first: int) -> RawRows:
     rows = [
         (
             first + i, e.event_id, e.sender, e.type, e.state_key, e.origin_server_ts, 0, e.depth,
@@ -140,9 +151,39 @@ def raw_rows(
         )
         for i, e in enumerate(events)
     ]  # fmt: skip
-    edges = [(e.event_id, p) for e in events for p in e.prev_events]
-    auths = [(e.event_id, a) for e in events for a in e.auth_events]
-    return rows, edges, auths
+    prevs = {p for e in events for p in e.prev_events}
+    return RawRows(
+        events=rows,
+        edges=[(e.event_id, p) for e in events for p in e.prev_events],
+        auths=[(e.event_id, a) for e in events for a in e.auth_events],
+        stale_extremities=[(p,) for p in sorted(prevs)],
+        new_extremities=[(e.event_id,) for e in events if e.event_id not in prevs],
+        state=[
+            (e.type, e.state_key, e.event_id, first + i)
+            for i, e in enumerate(events)
+            if e.state_key is not None
+        ],
+    )
+
+
+def raw_write(conn: sqlite3.Connection, rows: RawRows) -> None:
+    """One transaction writing ``rows``, as plainly as sqlite3 allows."""
+    conn.execute("BEGIN IMMEDIATE")
+    if len(rows.events) == 1:
+        conn.execute(_INSERT_EVENT, rows.events[0])
+    else:
+        conn.executemany(_INSERT_EVENT, rows.events)
+    conn.executemany("INSERT INTO event_edges VALUES (?, ?)", rows.edges)
+    conn.executemany("INSERT INTO event_auth VALUES (?, ?)", rows.auths)
+    conn.executemany("DELETE FROM forward_extremities WHERE event_id = ?", rows.stale_extremities)
+    conn.executemany("INSERT INTO forward_extremities (event_id) VALUES (?)", rows.new_extremities)
+    conn.executemany(
+        "INSERT INTO room_state (type, state_key, event_id, stream_ordering) VALUES (?, ?, ?, ?)"
+        " ON CONFLICT (type, state_key) DO UPDATE SET event_id = excluded.event_id,"
+        " stream_ordering = excluded.stream_ordering",
+        rows.state,
+    )
+    conn.execute("COMMIT")
 
 
 def raw_connection(path: Path, sync: Synchronous) -> sqlite3.Connection:
@@ -159,12 +200,8 @@ def raw_batches(path: Path, batches: list[list[BenchEvent]], sync: Synchronous) 
         prepared.append(raw_rows(batch, position))
         position += len(batch)
     started = time.perf_counter()
-    for rows, edges, auths in prepared:
-        conn.execute("BEGIN IMMEDIATE")
-        conn.executemany(_INSERT_EVENT, rows)
-        conn.executemany("INSERT INTO event_edges VALUES (?, ?)", edges)
-        conn.executemany("INSERT INTO event_auth VALUES (?, ?)", auths)
-        conn.execute("COMMIT")
+    for rows in prepared:
+        raw_write(conn, rows)
     elapsed = time.perf_counter() - started
     conn.close()
     return sum(len(b) for b in batches) / elapsed
@@ -174,12 +211,8 @@ def raw_single(path: Path, events: list[BenchEvent], sync: Synchronous) -> float
     conn = raw_connection(path, sync)
     prepared = [raw_rows([e], i + 1) for i, e in enumerate(events)]
     started = time.perf_counter()
-    for rows, edges, auths in prepared:
-        conn.execute("BEGIN IMMEDIATE")
-        conn.execute(_INSERT_EVENT, rows[0])
-        conn.executemany("INSERT INTO event_edges VALUES (?, ?)", edges)
-        conn.executemany("INSERT INTO event_auth VALUES (?, ?)", auths)
-        conn.execute("COMMIT")
+    for rows in prepared:
+        raw_write(conn, rows)
     elapsed = time.perf_counter() - started
     conn.close()
     return len(events) / elapsed

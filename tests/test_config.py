@@ -15,6 +15,7 @@ def test_defaults(tmp_path: Path) -> None:
     assert str(config.listen) == "127.0.0.1:8484"
     assert config.log_level == "info" and config.room_synchronous is Synchronous.NORMAL
     assert config.max_open_rooms == 0 and config.room_cache_kib == 256
+    assert config.event_loop == "uvloop"
     assert set(config.sources.values()) == {"default"}
 
 
@@ -46,6 +47,7 @@ def test_flags_beat_environment_beat_file_beat_defaults(tmp_path: Path) -> None:
         ('[node]\nlisten = "host:99999"\n', "port must be a number from 0 to 65535"),
         ('[node]\nlisten = "::1:80"\n', "put an IPv6 address in brackets"),
         ('[node]\nlog_level = "loud"\n', "must be one of debug, info, warning, error"),
+        ('[node]\nevent_loop = "trio"\n', "must be one of uvloop, asyncio"),
         ('[storage]\nroom_synchronous = "OFF"\n', "must be NORMAL or FULL"),
         ("[storage]\nmax_open_rooms = -1\n", "must be an integer from 0"),
         ("[storage]\nmax_open_rooms = true\n", "must be an integer"),

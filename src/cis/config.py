@@ -70,6 +70,7 @@ class ListenAddress:
 
 
 LOG_LEVELS: Final = ("debug", "info", "warning", "error")
+EVENT_LOOPS: Final = ("uvloop", "asyncio")
 
 
 def _listen(value: object) -> ListenAddress:
@@ -83,6 +84,13 @@ def _log_level(value: object) -> str:
     if level not in LOG_LEVELS:
         raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
     return level
+
+
+def _event_loop(value: object) -> str:
+    name = str(value).lower()
+    if name not in EVENT_LOOPS:
+        raise ValueError(f"must be one of {', '.join(EVENT_LOOPS)}")
+    return name
 
 
 def _synchronous(value: object) -> Synchronous:
@@ -184,6 +192,10 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         "debug, info, warning or error",
     ),
     Setting(
+        "node", "event_loop", "CIS_EVENT_LOOP", None, "uvloop", _event_loop,
+        "uvloop (falls back to asyncio where it is not installed) or asyncio",
+    ),
+    Setting(
         "storage", "room_synchronous", "CIS_ROOM_SYNCHRONOUS", None, "NORMAL", _synchronous,
         "NORMAL or FULL for room databases (node.db is always FULL)",
     ),
@@ -228,6 +240,7 @@ SETTINGS: Final[tuple[Setting, ...]] = (
 class Config:
     listen: ListenAddress
     log_level: str
+    event_loop: str
     room_synchronous: Synchronous
     max_open_rooms: int
     room_cache_kib: int

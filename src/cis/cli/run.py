@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from collections.abc import Callable
 
 import click
 
@@ -70,4 +71,17 @@ def command(
         click.echo(render_config(config), nl=False)
         return 0
     configure_logging(config.log_level)
-    return asyncio.run(serve(home, config))
+    with asyncio.Runner(loop_factory=loop_factory(config.event_loop)) as runner:
+        return runner.run(serve(home, config))
+
+
+def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop when asked for and installed, else asyncio's (docs/node.md)."""
+    if name != "uvloop":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        log.warning("event_loop_fallback", wanted="uvloop", using="asyncio", reason="not installed")
+        return None
+    return uvloop.new_event_loop

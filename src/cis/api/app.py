@@ -6,6 +6,8 @@ routers here (Matrix Client-Server under ``/_matrix/client``, federation, the we
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from fastapi import FastAPI
 
 from cis import __version__
@@ -15,6 +17,9 @@ from cis.handlers.accounts import UserAdmin
 from cis.handlers.admin import AdminHandler
 from cis.handlers.status import StatusHandler
 
+if TYPE_CHECKING:
+    from cis.handlers.federation_admin import FederationAdmin
+
 
 def create_app(
     *,
@@ -22,6 +27,7 @@ def create_app(
     admin: AdminHandler,
     admin_token: str,
     users: UserAdmin | None = None,
+    federation: FederationAdmin | None = None,
 ) -> FastAPI:
     app = FastAPI(
         title="cis-node",
@@ -31,5 +37,10 @@ def create_app(
         redoc_url=None,
     )
     install_error_handlers(app)
-    app.include_router(admin_router(status, admin, AdminAuth(admin_token), users))
+    auth = AdminAuth(admin_token)
+    app.include_router(admin_router(status, admin, auth, users))
+    if federation is not None:
+        from cis.api.federation_admin import federation_router
+
+        app.include_router(federation_router(federation, auth))
     return app

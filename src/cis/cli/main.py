@@ -51,6 +51,8 @@ _SUBCOMMAND_MODULES: tuple[str, ...] = (
     "restore",
     "anchor",
     "user",
+    "trust",
+    "peers",
 )
 
 

@@ -162,8 +162,8 @@ class FederationService:
         self.manager: TunnelManager | None = None
         self.outbound: Outbound | None = None
         self._inboxes: dict[RoomId, _RoomInbox] = {}
-        self._catchups: dict[tuple[RoomId, Did], asyncio.Task[None]] = {}
-        self._catchup_again: set[tuple[RoomId, Did]] = set()
+        self._catchups: dict[RoomId, asyncio.Task[None]] = {}
+        self._catchup_pending: dict[RoomId, dict[Did, list[EventId]]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._request_slots: dict[Did, asyncio.Semaphore] = {}
         self._handlers: dict[str, RequestHandler] = {}
@@ -582,50 +582,53 @@ class FederationService:
             self.catch_up(RoomId(room.room_id), peer.did, [EventId(e) for e in room.event_ids])
 
     def catch_up(self, room_id: RoomId, did: Did, their_extremities: list[EventId]) -> None:
-        """Fetch from ``did`` whatever this node lacks of ``their_extremities`` (one task per
-        room and peer; a request while one runs makes it run again)."""
-        key = (room_id, did)
-        if key in self._catchups:
-            self._catchup_again.add(key)
+        """Fetch from ``did`` whatever this node lacks of ``their_extremities``. One task per
+        room: what other peers report meanwhile waits, and is looked at (what is still
+        missing of it) once the running walk is done."""
+        pending = self._catchup_pending.setdefault(room_id, {})
+        pending[did] = their_extremities
+        if room_id in self._catchups:
             return
-        task = asyncio.ensure_future(self._catch_up(room_id, did, their_extremities))
-        self._catchups[key] = task
+        task = asyncio.ensure_future(self._catch_up(room_id))
+        self._catchups[room_id] = task
 
         def done(t: asyncio.Task[None]) -> None:
-            self._catchups.pop(key, None)
+            self._catchups.pop(room_id, None)
             if not t.cancelled() and t.exception() is not None:
-                log.error("catch_up_failed", room_id=room_id, did=did, error=repr(t.exception()))
+                log.error("catch_up_failed", room_id=room_id, error=repr(t.exception()))
+            if self._catchup_pending.get(room_id) and not self._closed:
+                self.catch_up(room_id, *self._catchup_pending[room_id].popitem())
 
         task.add_done_callback(done)
 
-    async def _catch_up(self, room_id: RoomId, did: Did, their: list[EventId]) -> None:
-        while True:
-            self._catchup_again.discard((room_id, did))
+    async def _catch_up(self, room_id: RoomId) -> None:
+        pending = self._catchup_pending.get(room_id, {})
+        while pending:
+            did, their = pending.popitem()
             snapshot = await self.federated_snapshot(room_id)
             known = self.keys.by_did(did)
             if snapshot is None or known is None or self.server_level(known.server_name) <= 0:
-                return
+                continue
             if known.server_name not in member_servers(snapshot):
-                return
+                continue
             held = await self.ingest.held(room_id, their)
             missing = [e for e in their if e not in held]
-            if missing:
-                started = self._clock.monotonic()
+            if not missing:
+                continue
+            started = self._clock.monotonic()
+            try:
                 fetched = await self.fetch_missing(
                     did, room_id, snapshot.room_version, missing, known=held
                 )
-                stored = await self._process_in_chunks(room_id, snapshot.room_version, fetched)
-                log.info(
-                    "caught_up", room_id=room_id, did=did, fetched=len(fetched), stored=stored,
-                    seconds=round(self._clock.monotonic() - started, 3),
-                )  # fmt: skip
-            if (room_id, did) not in self._catchup_again:
-                return
-            response = await self.request(
-                did, pb.Request(get_extremities=pb.GetExtremities(room_ids=[room_id]))
-            )
-            body = expect(response, "extremities")
-            their = [EventId(e) for r in body.rooms if r.room_id == room_id for e in r.event_ids]
+            except (FederationError, TimeoutError) as exc:
+                log.info("catch_up_interrupted", room_id=room_id, did=did, error=str(exc))
+                continue
+            stored = await self._process_in_chunks(room_id, snapshot.room_version, fetched)
+            log.info(
+                "caught_up", room_id=room_id, did=did, fetched=len(fetched), stored=stored,
+                seconds=round(self._clock.monotonic() - started, 3),
+            )  # fmt: skip
+        self._catchup_pending.pop(room_id, None)
 
     async def _rebuild_from(self, did: Did) -> None:
         """Ask ``did`` for the rooms whose files are gone; rebuild those it shares."""

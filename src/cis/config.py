@@ -131,19 +131,71 @@ def _skill_names(value: object) -> tuple[str, ...]:
     return tuple(names)
 
 
-def _seconds_between(low: float, high: float) -> Callable[[object], float]:
+def _float_between(low: float, high: float) -> Callable[[object], float]:
     def parse(value: object) -> float:
         if isinstance(value, bool):
-            raise ValueError("must be a number of seconds")
+            raise ValueError("must be a number")
         try:
             number = float(value) if isinstance(value, int | float | str) else None
         except ValueError:
             number = None
         if number is None or not low <= number <= high:
-            raise ValueError(f"must be a number of seconds from {low:g} to {high:g}")
+            raise ValueError(f"must be a number from {low:g} to {high:g}")
         return number
 
     return parse
+
+
+def _url_list(value: object) -> tuple[str, ...]:
+    """A list of URLs: repeated flags, a TOML array, or comma-separated text (environment)."""
+    if isinstance(value, str):
+        items: list[object] = [v.strip() for v in value.split(",") if v.strip()]
+    elif isinstance(value, list | tuple):
+        items = list(value)
+    else:
+        raise ValueError("must be a list of URLs")
+    urls: list[str] = []
+    for item in items:
+        if not isinstance(item, str) or not item or any(c.isspace() for c in item):
+            raise ValueError("must be a list of URLs")
+        if item not in urls:
+            urls.append(item)
+    return tuple(urls)
+
+
+def _anchor_urls(value: object) -> tuple[str, ...]:
+    urls = _url_list(value)
+    for url in urls:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"{url!r} is not an http:// or https:// URL")
+    return urls
+
+
+def _peer_urls(value: object) -> tuple[str, ...]:
+    from cis.federation.endpoints import parse_endpoint
+
+    urls = _url_list(value)
+    out: list[str] = []
+    for url in urls:
+        try:
+            out.append(parse_endpoint(url))
+        except Exception as exc:
+            raise ValueError(f"{url!r}: {exc}") from None
+    return tuple(out)
+
+
+def _advertise(value: object) -> ListenAddress | None:
+    if value is None or value == "":
+        return None
+    return _listen(value)
+
+
+def _optional_path(value: object) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ValueError("must be a file path")
+    return value
 
 
 def _int_between(low: int, high: int) -> Callable[[object], int]:
@@ -216,12 +268,52 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         _int_between(1024, 1 << 34), "largest media upload, in bytes",
     ),
     Setting(
+        "federation", "anchors", "CIS_ANCHORS", "--anchor", (), _anchor_urls,
+        "anchor URLs to heartbeat to and learn peers from (repeatable)",
+    ),
+    Setting(
+        "federation", "peers", "CIS_PEERS", "--peer", (), _peer_urls,
+        "static peers, ws://HOST:PORT[/path] (repeatable; path default /_cis/federation/v1)",
+    ),
+    Setting(
+        "federation", "advertise", "CIS_ADVERTISE", "--advertise", None, _advertise,
+        "HOST:PORT other nodes can reach this node at (port 0: the bound port)",
+    ),
+    Setting(
+        "federation", "anchor_ca", "CIS_ANCHOR_CA", "--anchor-ca", None, _optional_path,
+        "CA bundle to verify the anchor's TLS certificate (default: the system store)",
+    ),
+    Setting(
+        "federation", "default_trust", "CIS_DEFAULT_TRUST", None, 1, _int_between(0, 2),
+        "trust level of a peer not in did_trust: 0 none, 1 read, 2 full",
+    ),
+    Setting(
+        "federation", "anchor_interval", "CIS_ANCHOR_INTERVAL", None, 30.0,
+        _float_between(0.05, 3600), "seconds between anchor heartbeats and polls",
+    ),
+    Setting(
+        "federation", "ping_interval", "CIS_PING_INTERVAL", None, 5.0, _float_between(0.05, 600),
+        "seconds between tunnel pings (they measure RTT)",
+    ),
+    Setting(
+        "federation", "silence_timeout", "CIS_SILENCE_TIMEOUT", None, 15.0,
+        _float_between(0.1, 3600), "seconds of silence after which a tunnel is closed",
+    ),
+    Setting(
+        "federation", "catchup_interval", "CIS_CATCHUP_INTERVAL", None, 60.0,
+        _float_between(0.1, 3600), "seconds between forward-extremity exchanges with each peer",
+    ),
+    Setting(
+        "federation", "backoff_cap", "CIS_BACKOFF_CAP", None, 60.0, _float_between(0.1, 3600),
+        "longest wait between reconnection attempts, in seconds",
+    ),
+    Setting(
         "skills", "enabled", "CIS_SKILLS", None, ("git", "memory"), _skill_names,
         "the installed skills this node runs (docs/skills.md)", "skills_enabled",
     ),
     Setting(
         "skills", "handler_timeout_s", "CIS_SKILL_HANDLER_TIMEOUT_S", None, 30.0,
-        _seconds_between(0.05, 3600), "a skill call overrunning this is disabled",
+        _float_between(0.05, 3600), "a skill call overrunning this is disabled",
         "skill_handler_timeout_s",
     ),
     Setting(
@@ -246,6 +338,16 @@ class Config:
     room_cache_kib: int
     open_registration: bool
     max_upload_bytes: int
+    anchors: tuple[str, ...]
+    peers: tuple[str, ...]
+    advertise: ListenAddress | None
+    anchor_ca: str | None
+    default_trust: int
+    anchor_interval: float
+    ping_interval: float
+    silence_timeout: float
+    catchup_interval: float
+    backoff_cap: float
     skills_enabled: tuple[str, ...]
     skill_handler_timeout_s: float
     skill_events_per_s: int
@@ -275,14 +377,17 @@ def load_config(
             raw, source = from_file[setting.name], "file"
         if setting.env in environ:
             raw, source = environ[setting.env], f"env {setting.env}"
-        if setting.flag is not None and flags.get(setting.flag) is not None:
-            raw, source = flags[setting.flag], f"flag {setting.flag}"
+        flag_value = flags.get(setting.flag) if setting.flag is not None else None
+        if flag_value is not None and flag_value != ():
+            raw, source = flag_value, f"flag {setting.flag}"
         where = home.config.name if source == "file" else source
         try:
             values[setting.field] = setting.parse(raw)
         except ValueError as exc:
             raise ConfigError(f"{setting.name} ({where}): {exc}") from None
         sources[setting.name] = source
+    if values["silence_timeout"] <= values["ping_interval"]:
+        raise ConfigError("federation.silence_timeout must be longer than federation.ping_interval")
     return Config(**values, sources=sources, skill_settings=_skill_tables(home.config))
 
 
@@ -337,7 +442,9 @@ def _toml_value(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | float):
-        return str(value)
+        return repr(value)
+    if isinstance(value, tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     text = str(value).replace("\\", "\\\\").replace('"', '\\"')
     return f'"{text}"'
 
@@ -352,6 +459,9 @@ def render_config(config: Config) -> str:
             lines.append("")
             lines.append(f"[{section}]")
         value = getattr(config, setting.field)
+        if value is None:
+            lines.append(f"# {setting.field} is not set  # {config.sources[setting.name]}")
+            continue
         shown = _toml_value(value if isinstance(value, int | float | tuple) else str(value))
         lines.append(f"{setting.key} = {shown}  # {config.sources[setting.name]}")
     return "\n".join(lines) + "\n"

@@ -22,6 +22,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import ctypes
+import dataclasses
 import json
 import os
 import sys
@@ -32,6 +33,7 @@ from cis.api.client.http import ClientApiApp, ClientApiDispatch
 from cis.clock import Clock, SystemClock
 from cis.config import Config, ListenAddress
 from cis.errors import CisError
+from cis.federation.endpoints import FEDERATION_PATH
 from cis.handlers.account_data import AccountDataHandler
 from cis.handlers.accounts import AccountHandler, AccountLimits, UserAdmin
 from cis.handlers.auth import Authenticator
@@ -73,7 +75,13 @@ from cis.storage.rooms.manager import (
 from cis.storage.stream import StreamPositions
 
 if TYPE_CHECKING:
+    from starlette.routing import WebSocketRoute
+
+    from cis.anchor.client import AnchorClient, PeersSnapshot
     from cis.api.server import HttpServer
+    from cis.federation import TunnelManager
+    from cis.handlers.federation import FederationService
+    from cis.handlers.federation_admin import FederationAdmin
     from cis.skills.host import SkillHost
 
 __all__ = ["Node", "NodeStartFailed", "NodeStorage", "read_runtime_file"]
@@ -245,6 +253,19 @@ def limit_malloc_retention() -> None:
         ctypes.CDLL("libc.so.6").mallopt(m_mmap_threshold, 1024 * 1024)
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class ClientStores:
+    """The Client-Server API's stores and streams other components build on."""
+
+    accounts: AccountStore
+    e2e: E2eStore
+    receipts: ReceiptStore
+    counters: StreamCounters
+    notifier: Notifier
+    watcher: StreamWatcher
+    typing: TypingHandler
+
+
 class ClientServer:
     """The Matrix Client-Server API's components (issue 3), built on the node's storage.
 
@@ -258,8 +279,10 @@ class ClientServer:
         self._config = config
         self.app: ClientApiApp | None = None
         self.users: UserAdmin | None = None
+        self.handlers: ClientApiHandlers | None = None
+        """Every handler, for the components that extend them (federation)."""
         self.creator: EventCreator | None = None
-        """Event creation for local senders: clients, and skills (through their gateway)."""
+        self.stores: ClientStores | None = None
         self._notifier: Notifier | None = None
         self._watcher: StreamWatcher | None = None
         self._typing: TypingHandler | None = None
@@ -322,7 +345,17 @@ class ClientServer:
         storage.index_tap.listener = watcher
         await watcher.start()
         typing = self._typing = TypingHandler(clock, notifier)
-        handlers = ClientApiHandlers(
+        self.creator = creator
+        self.stores = ClientStores(
+            accounts=account_store,
+            e2e=e2e_store,
+            receipts=receipt_store,
+            counters=counters,
+            notifier=notifier,
+            watcher=watcher,
+            typing=typing,
+        )
+        handlers = self.handlers = ClientApiHandlers(
             server_name=identity.server_name,
             auth=auth,
             accounts=accounts,
@@ -390,6 +423,138 @@ class ClientServer:
             self._hasher.close()
 
 
+class NodeFederation:
+    """Tunnels, anchors and rooms across nodes (issue 4), on the node's storage and its
+    Client-Server handlers. ``start`` (once the HTTP socket is bound, so the advertised
+    endpoint names the real port), then ``stop`` before the HTTP server stops."""
+
+    def __init__(self, storage: NodeStorage, client: ClientServer, config: Config) -> None:
+        self._storage = storage
+        self._client = client
+        self._config = config
+        self.service: FederationService | None = None
+        self.manager: TunnelManager | None = None
+        self.admin: FederationAdmin | None = None
+        self._anchors: list[AnchorClient] = []
+        self._anchor_tasks: list[asyncio.Task[None]] = []
+
+    async def start(self, bound: ListenAddress) -> None:
+        from cis.anchor.client import AnchorClient, dial_peers
+        from cis.federation import TunnelConfig, TunnelManager
+        from cis.handlers.federation import FederationService
+        from cis.handlers.federation_admin import FederationAdmin
+        from cis.handlers.federation_edus import EduRelay
+        from cis.handlers.federation_keys import KeyRing
+        from cis.handlers.federation_rooms import RemoteRooms
+        from cis.handlers.federation_trust import NodeTrust
+
+        storage, client, config = self._storage, self._client, self._config
+        identity, clock, db = storage.identity, storage.clock, storage.node_store.db
+        assert client.handlers is not None
+        assert client.stores is not None
+        assert client.creator is not None
+        handlers, stores = client.handlers, client.stores
+        keys = KeyRing(identity, db, clock)
+        await keys.load()
+        trust = NodeTrust(identity, db, config.default_trust)
+        await trust.load()
+        watcher = stores.watcher
+        service = self.service = FederationService(
+            identity=identity,
+            cache=client.creator.cache,
+            creator=client.creator,
+            node_db=db,
+            keys=keys,
+            trust=trust,
+            clock=clock,
+            on_memberships=lambda _room, users: watcher.memberships_changed(users),
+            catchup_interval=config.catchup_interval,
+        )
+        rooms = RemoteRooms(
+            service, identity=identity, accounts=stores.accounts, node_db=db,
+            positions=storage.positions, clock=clock,
+        )  # fmt: skip
+        edus = EduRelay(
+            service, typing=stores.typing, receipts=stores.receipts, e2e=stores.e2e,
+            accounts=stores.accounts, counters=stores.counters, notifier=stores.notifier,
+            node_db=db,
+        )  # fmt: skip
+        handlers.rooms.federation = rooms
+        handlers.sync.remote_invite_state = rooms.invite_state
+        handlers.keys.federation = edus
+        handlers.typing.on_local = edus.typing_changed
+        handlers.receipts.on_local = edus.receipt_sent
+        endpoints = advertised_endpoints(config, bound)
+        federating = bool(config.anchors or config.peers)
+        if federating and config.advertise is None:
+            log.warning(
+                "federation_no_advertise",
+                advertised=",".join(endpoints) or "none",
+                hint="set --advertise HOST:PORT to a reachable address, or peers only reach"
+                " this node through tunnels it dials out",
+            )
+        tunnel_config = TunnelConfig(
+            ping_interval=config.ping_interval,
+            silence_timeout=config.silence_timeout,
+            backoff_cap=config.backoff_cap,
+        )
+        manager = self.manager = TunnelManager(
+            identity, trust, on_frame=service.on_frame, config=tunnel_config, clock=clock,
+            endpoints=endpoints, admission=keys.admission,
+        )  # fmt: skip
+        service.attach(manager)
+        self.admin = FederationAdmin(service, trust, keys, manager)
+        await service.start()
+        for peer in config.peers:
+            manager.add_peer(peer)
+        dial = dial_peers(manager)
+
+        def on_peers(snapshot: PeersSnapshot) -> None:
+            dial(snapshot)
+            for record in snapshot.peers:
+                service.spawn(keys.learn(record.did, record.did_key, "anchor"), "anchor key")
+
+        for url in config.anchors:
+            anchor = AnchorClient(
+                url, identity, endpoints=endpoints, clock=clock, interval=config.anchor_interval,
+                ca_file=config.anchor_ca, on_peers=on_peers,
+            )  # fmt: skip
+            self._anchors.append(anchor)
+            self._anchor_tasks.append(asyncio.create_task(anchor.run(), name=f"anchor {url}"))
+        log.info(
+            "federation_started", endpoints=",".join(endpoints), peers=len(config.peers),
+            anchors=len(config.anchors), default_trust=config.default_trust,
+        )  # fmt: skip
+
+    def route(self) -> WebSocketRoute | None:
+        return self.manager.route() if self.manager is not None else None
+
+    async def stop(self) -> None:
+        for task in self._anchor_tasks:
+            task.cancel()
+        for task in self._anchor_tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for anchor in self._anchors:
+            with contextlib.suppress(Exception):
+                await anchor.aclose()
+        if self.manager is not None:
+            await self.manager.stop()
+        if self.service is not None:
+            await self.service.close()
+
+
+def advertised_endpoints(config: Config, bound: ListenAddress) -> list[str]:
+    """The tunnel endpoint other nodes are told: ``--advertise`` (port 0: the bound port),
+    else the listening address unless it is a wildcard."""
+    if config.advertise is not None:
+        port = config.advertise.port or bound.port
+        return [f"ws://{ListenAddress(config.advertise.host, port)}{FEDERATION_PATH}"]
+    if bound.host in ("0.0.0.0", "::"):  # noqa: S104 (a comparison, not a bind)
+        return []
+    return [f"ws://{bound}{FEDERATION_PATH}"]
+
+
 class Node:
     """A running node: its storage, handlers and HTTP server. ``start``, then ``stop``."""
 
@@ -405,6 +570,7 @@ class Node:
         self.config = config
         self.storage = NodeStorage(home, config, clock=clock, pdu_parser=pdu_parser)
         self.client = ClientServer(self.storage, config)
+        self.federation = NodeFederation(self.storage, self.client, config)
         self._http: HttpServer | None = None
         self.skills: SkillHost | None = None
         self._started = False
@@ -435,11 +601,25 @@ class Node:
         await self.client.start()
         assert self.client.app is not None
         self.skills = self._skill_host()
+        sock = bind(self.config.listen)
+        try:
+            name = sock.getsockname()
+            await self.federation.start(ListenAddress(str(name[0]), int(name[1])))
+        except BaseException:
+            sock.close()
+            raise
         app = create_app(
             status=status, admin=admin, admin_token=admin_token, users=self.client.users,
-            skills=self.skills,
+            federation=self.federation.admin, skills=self.skills,
         )  # fmt: skip
-        self._http = HttpServer(ClientApiDispatch(self.client.app, app), bind(self.config.listen))
+        from cis.federation import UVICORN_WS_OPTIONS
+
+        route = self.federation.route()
+        if route is not None:
+            app.router.routes.append(route)
+        self._http = HttpServer(
+            ClientApiDispatch(self.client.app, app), sock, ws_options=UVICORN_WS_OPTIONS
+        )
         await self._http.start()
         await self.skills.start()  # before run/node.json: local tools find skills running
         await asyncio.to_thread(self._write_runtime_file)
@@ -462,6 +642,7 @@ class Node:
             log.info("node_stopping")
         self.storage.end_long_polls()  # before the HTTP server waits for their responses
         self.client.end_long_polls()
+        await self.federation.stop()  # tunnels close (1001) before the server goes
         if self._http is not None:
             await self._http.stop()
         if self.skills is not None:

@@ -84,13 +84,17 @@ class Processes:
         self.started.append(process)
         return process, log_path
 
-    def run_node(self, home: Path, *extra: str, name: str = "node") -> RunningNode:
-        """``cis-node run`` on port 0; returns once ``run/node.json`` names this process."""
+    def run_node(
+        self, home: Path, *extra: str, name: str = "node", env: dict[str, str] | None = None
+    ) -> RunningNode:
+        """``cis-node run`` on port 0 (``env`` added to the environment); returns once
+        ``run/node.json`` names this process."""
         process, log_path = self.popen(
             [sys.executable, "-m", "cis", "run", "--home", str(home), "--listen", "127.0.0.1:0",
              *extra],
             f"{name}-{len(self.started)}.log",
             stdout=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
         )  # fmt: skip
         node = RunningNode(home, process, log_path)
         runtime = home / "run" / "node.json"

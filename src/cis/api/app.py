@@ -6,6 +6,8 @@ routers here (Matrix Client-Server under ``/_matrix/client``, federation, the we
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from fastapi import FastAPI
 
 from cis import __version__
@@ -16,6 +18,9 @@ from cis.handlers.admin import AdminHandler
 from cis.handlers.status import StatusHandler
 from cis.skills.host import SkillHost
 
+if TYPE_CHECKING:
+    from cis.handlers.federation_admin import FederationAdmin
+
 
 def create_app(
     *,
@@ -23,6 +28,7 @@ def create_app(
     admin: AdminHandler,
     admin_token: str,
     users: UserAdmin | None = None,
+    federation: FederationAdmin | None = None,
     skills: SkillHost | None = None,
 ) -> FastAPI:
     app = FastAPI(
@@ -35,6 +41,10 @@ def create_app(
     install_error_handlers(app)
     auth = AdminAuth(admin_token)
     app.include_router(admin_router(status, admin, auth, users))
+    if federation is not None:
+        from cis.api.federation_admin import federation_router
+
+        app.include_router(federation_router(federation, auth))
     if skills is not None:
         from cis.api.skills import skills_router
 

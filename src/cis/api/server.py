@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import Generator
-from typing import Final
+from collections.abc import Generator, Mapping
+from typing import Any, Final
 
 import uvicorn
 from starlette.types import ASGIApp
@@ -66,7 +66,9 @@ class _Server(uvicorn.Server):
 class HttpServer:
     """One uvicorn server on one bound socket."""
 
-    def __init__(self, app: ASGIApp, sock: socket.socket) -> None:
+    def __init__(
+        self, app: ASGIApp, sock: socket.socket, *, ws_options: Mapping[str, Any] | None = None
+    ) -> None:
         name = sock.getsockname()
         self.bound = ListenAddress(str(name[0]), int(name[1]))
         self._sock = sock
@@ -79,6 +81,7 @@ class HttpServer:
                 server_header=False,
                 timeout_graceful_shutdown=GRACEFUL_S,
                 timeout_keep_alive=5,
+                **dict(ws_options or {}),
             )
         )
         self._task: asyncio.Task[None] | None = None

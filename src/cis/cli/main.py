@@ -41,6 +41,8 @@ _SUBCOMMAND_MODULES: tuple[str, ...] = (
     "skills",
     "git",
     "memory",
+    "trust",
+    "peers",
 )
 
 

@@ -50,12 +50,42 @@ async def serve(home: Home, config: Config) -> int:
     default=None,
     help="Let anyone register an account through the Matrix Client-Server API.",
 )
+@click.option(
+    "--anchor",
+    "anchors",
+    metavar="URL",
+    multiple=True,
+    help="An anchor to heartbeat to and learn peers from (repeatable).",
+)
+@click.option(
+    "--peer",
+    "peers",
+    metavar="ws://HOST:PORT[/path]",
+    multiple=True,
+    help="A static peer to keep a tunnel to (repeatable).",
+)
+@click.option(
+    "--advertise",
+    metavar="HOST:PORT",
+    help="Where other nodes reach this node (port 0: the bound port).",
+)
+@click.option(
+    "--anchor-ca",
+    metavar="FILE",
+    type=click.Path(dir_okay=False, exists=True),
+    help="CA bundle for the anchor's TLS certificate (default: the system store).",
+)
 @click.option("--print-config", is_flag=True, help="Print the effective configuration and exit.")
 def command(
+    *,
     home: Home,
     listen: str | None,
     log_level: str | None,
     open_registration: bool | None,
+    anchors: tuple[str, ...],
+    peers: tuple[str, ...],
+    advertise: str | None,
+    anchor_ca: str | None,
     print_config: bool,
 ) -> int:
     """Run the node (logs on stderr, one line per record)."""
@@ -65,6 +95,10 @@ def command(
             "--listen": listen,
             "--log-level": log_level,
             "--open-registration": open_registration,
+            "--anchor": anchors,
+            "--peer": peers,
+            "--advertise": advertise,
+            "--anchor-ca": anchor_ca,
         },
     )
     if print_config:

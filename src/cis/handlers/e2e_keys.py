@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from cis.handlers.auth import Requester
 from cis.handlers.errors import ApiError, Errcode
@@ -66,6 +66,28 @@ SharingRooms = Callable[[UserId, Sequence[UserId]], Awaitable[set[UserId]]]
 """``(user, others) -> those of others who share a joined room with user``."""
 
 
+class RemoteKeys(Protocol):
+    """What federation adds to key management (``cis.handlers.federation_edus.EduRelay``)."""
+
+    async def query_keys(
+        self, wanted: Mapping[UserId, Sequence[DeviceId]]
+    ) -> tuple[dict[str, Any], dict[str, Any]]: ...
+
+    async def claim_keys(
+        self, wanted: Mapping[UserId, Mapping[DeviceId, str]]
+    ) -> tuple[dict[str, Any], dict[str, Any]]: ...
+
+    def send_to_device(
+        self,
+        sender: UserId,
+        event_type: str,
+        message_id: str,
+        messages: Mapping[str, Mapping[str, Any]],
+    ) -> None: ...
+
+    async def device_list_changed(self, user_id: UserId, device_id: DeviceId) -> None: ...
+
+
 class KeyCounts:
     """Per device, its unclaimed one-time key counts and unused fallback key types, as
     ``/sync`` reports them; cached, and dropped when that device's keys change (an upload by
@@ -111,6 +133,8 @@ class E2eKeysHandler:
         # Recent (user, device, txn id) of sendToDevice, so a retried request is not queued
         # twice (Client-Server API §"Transaction identifiers"); bounded, in memory.
         self._recent_txns: OrderedDict[tuple[str, str, str], None] = OrderedDict()
+        self.federation: RemoteKeys | None = None
+        """Set when the node federates: keys and to-device messages of other servers' users."""
 
     async def upload(self, requester: Requester, body: Mapping[str, Any]) -> dict[str, Any]:
         device_keys = body.get("device_keys")
@@ -138,6 +162,8 @@ class E2eKeysHandler:
             # Other users learn of the change through device_lists.changed in /sync.
             self._counters.advance("device_lists", await self._store.device_list_position())
             self._notifier.notify_user(requester.user_id)
+            if self.federation is not None:
+                await self.federation.device_list_changed(requester.user_id, requester.device_id)
         counts.setdefault("signed_curve25519", 0)
         return {"one_time_key_counts": counts}
 
@@ -146,16 +172,26 @@ class E2eKeysHandler:
         if not isinstance(wanted_raw, dict) or len(wanted_raw) > MAX_QUERY_USERS:
             raise _bad("device_keys must be an object")
         wanted: dict[UserId, list[DeviceId]] = {}
+        remote: dict[UserId, list[DeviceId]] = {}
         failures: dict[str, Any] = {}
         for user, devices in wanted_raw.items():
             user_id = _user_id(user)
             if not isinstance(devices, list) or not all(isinstance(d, str) for d in devices):
                 raise _bad("device_keys entries must be lists of device ids")
             if _server_of(user_id) != self._server_name:
-                failures[_server_of(user_id)] = {}
+                if self.federation is None:
+                    failures[_server_of(user_id)] = {}
+                else:
+                    remote[user_id] = [DeviceId(d) for d in devices]
                 continue
             wanted[user_id] = [DeviceId(d) for d in devices]
-        found = await self._store.query(wanted) if wanted else {}
+        found: dict[str, Any] = {}
+        if wanted:
+            found.update({str(u): d for u, d in (await self._store.query(wanted)).items()})
+        if remote and self.federation is not None:
+            remote_found, remote_failures = await self.federation.query_keys(remote)
+            found.update(remote_found)
+            failures.update(remote_failures)
         return {
             "device_keys": found,
             "failures": failures,
@@ -169,6 +205,7 @@ class E2eKeysHandler:
         if not isinstance(wanted_raw, dict) or len(wanted_raw) > MAX_QUERY_USERS:
             raise _bad("one_time_keys must be an object")
         wanted: dict[UserId, dict[DeviceId, str]] = {}
+        remote: dict[UserId, dict[DeviceId, str]] = {}
         failures: dict[str, Any] = {}
         for user, devices in wanted_raw.items():
             user_id = _user_id(user)
@@ -177,10 +214,19 @@ class E2eKeysHandler:
             ):
                 raise _bad("one_time_keys entries must map device ids to algorithms")
             if _server_of(user_id) != self._server_name:
-                failures[_server_of(user_id)] = {}
+                if self.federation is None:
+                    failures[_server_of(user_id)] = {}
+                else:
+                    remote[user_id] = {DeviceId(d): a for d, a in devices.items()}
                 continue
             wanted[user_id] = {DeviceId(d): a for d, a in devices.items()}
-        claimed = await self._store.claim(wanted) if wanted else {}
+        claimed: dict[str, Any] = {}
+        if wanted:
+            claimed.update({str(u): d for u, d in (await self._store.claim(wanted)).items()})
+        if remote and self.federation is not None:
+            remote_claimed, remote_failures = await self.federation.claim_keys(remote)
+            claimed.update(remote_claimed)
+            failures.update(remote_failures)
         for user_id, devices in wanted.items():
             for device_id in devices:
                 self._key_counts.forget(user_id, device_id)
@@ -197,6 +243,7 @@ class E2eKeysHandler:
         if not isinstance(messages, dict):
             raise _bad("messages must be an object")
         queued: list[tuple[UserId, DeviceId, Mapping[str, Any]]] = []
+        remote: dict[str, Mapping[str, Any]] = {}
         for user, devices in messages.items():
             user_id = _user_id(user)
             if not isinstance(devices, dict):
@@ -205,7 +252,8 @@ class E2eKeysHandler:
                 if not isinstance(content, dict):
                     raise _bad("message contents must be objects")
                 if _server_of(user_id) != self._server_name:
-                    continue  # delivered over federation, later
+                    remote[user_id] = devices
+                    continue
                 if device == "*":
                     records = await self._accounts.list_devices(user_id)
                     targets = [r.device_id for r in records]
@@ -214,6 +262,8 @@ class E2eKeysHandler:
                 queued.extend((user_id, target, content) for target in targets)
                 if len(queued) > MAX_TO_DEVICE_TARGETS:
                     raise ApiError(Errcode.INVALID_PARAM, "Too many to-device targets")
+        if remote and self.federation is not None:
+            self.federation.send_to_device(requester.user_id, event_type, txn_id, remote)
         if queued:
             last = await self._store.queue_to_device(requester.user_id, event_type, queued)
             self._counters.advance("to_device", last)

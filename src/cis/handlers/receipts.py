@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Final
 
 from cis.clock import Clock
@@ -17,7 +18,7 @@ from cis.handlers.notifier import Notifier
 from cis.handlers.room_cache import RoomCache
 from cis.handlers.stream_counters import StreamCounters
 from cis.ids import EventId, RoomId
-from cis.storage.client.receipts import ReceiptStore
+from cis.storage.client.receipts import Receipt, ReceiptStore
 
 RECEIPT_TYPES: Final = frozenset({"m.read", "m.read.private"})
 FULLY_READ: Final = "m.fully_read"
@@ -46,6 +47,8 @@ class ReceiptHandler:
         self._counters = counters
         self._notifier = notifier
         self._clock = clock
+        self.on_local: Callable[[Receipt], None] | None = None
+        """Set when the node federates: a local user's receipt goes to the room's servers."""
 
     async def _joined(self, requester: Requester, room_id: str) -> RoomId:
         snapshot = await self._cache.get(RoomId(room_id)) if room_id.startswith("!") else None
@@ -75,16 +78,21 @@ class ReceiptHandler:
         thread = body.get("thread_id", "")
         if not isinstance(thread, str) or len(thread) > 255:
             raise ApiError(Errcode.INVALID_PARAM, "Invalid thread_id")
+        ts = self._clock.time_ms()
         position = await self._store.put(
             room_id=rid,
             receipt_type=receipt_type,
             user_id=requester.user_id,
             thread_id=thread,
             event_id=target,
-            ts=self._clock.time_ms(),
+            ts=ts,
         )
         self._counters.advance("receipts", position)
         self._notifier.notify_room(rid)
+        if self.on_local is not None:
+            self.on_local(
+                Receipt(rid, receipt_type, requester.user_id, thread, target, ts, position)
+            )
 
     async def read_markers(self, requester: Requester, room_id: str, body: dict[str, Any]) -> None:
         await self._joined(requester, room_id)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -140,6 +140,12 @@ class RoomSnapshot:
 
     def extremity_list(self) -> list[Extremity]:
         return [Extremity(e, d) for e, d in self.extremities.items()]
+
+    def replace(self, state: dict[StateKey, Event], extremities: dict[EventId, int]) -> None:
+        """The state and extremities after events arrived from elsewhere (federation's
+        receipt resolves them; callers hold ``lock``)."""
+        self.state = state
+        self.extremities = extremities
 
 
 def to_event(stored: StoredEvent) -> Event:
@@ -259,6 +265,14 @@ class Draft:
 Check = Callable[[RoomSnapshot], None]
 """A handler's own precondition, run under the room's lock before the event is built."""
 
+Countersign = Callable[[Event], Awaitable[Event]]
+"""A last step under the room's lock, after the event is built and authorised and before it is
+stored: returns the same event (same id) with more signatures (a remote invitee's server
+signs its invite, Server-Server API "Inviting to a room"); raising refuses the event."""
+
+EventListener = Callable[[Event], None]
+"""Told of every event created here once it is stored (federation sends it on)."""
+
 
 class EventCreator:
     """Builds, signs, authorises and stores local events, one room at a time."""
@@ -272,6 +286,17 @@ class EventCreator:
         self.sent_by: OrderedDict[EventId, tuple[DeviceId, str]] = OrderedDict()
         # Events created here, newest last: /sync serves fresh events without a read.
         self.recent: OrderedDict[EventId, Event] = OrderedDict()
+        self._listeners: list[EventListener] = []
+
+    def add_listener(self, listener: EventListener) -> None:
+        self._listeners.append(listener)
+
+    def _created(self, event: Event) -> None:
+        for listener in self._listeners:
+            try:
+                listener(event)
+            except Exception:
+                log.exception("event_listener_failed", event_id=event.event_id)
 
     @property
     def cache(self) -> RoomCache:
@@ -307,12 +332,14 @@ class EventCreator:
         *,
         txn: TxnKey | None = None,
         check: Check | None = None,
+        countersign: Countersign | None = None,
     ) -> tuple[Event | None, EventId]:
         """Create and store one event; return it (``None`` when a txn retry found the first
         one) and its id. Raises ``LookupError`` for an unknown room, ``AuthError``/
-        ``InvalidPdu`` for a refused event, and whatever ``check`` raises."""
+        ``InvalidPdu`` for a refused event, and whatever ``check`` or ``countersign``
+        raise."""
         if txn is None:
-            event = await self._create(room_id, draft, None, check)
+            event = await self._create(room_id, draft, None, check, countersign)
             return event, event.event_id
         snapshot = await self._cache.get(room_id)
         if snapshot is None:
@@ -335,7 +362,7 @@ class EventCreator:
                     snapshot.remember_txn(triple, stored_id)
                     future.set_result(stored_id)
                     return None, stored_id
-            event = await self._create(room_id, draft, txn, check)
+            event = await self._create(room_id, draft, txn, check, countersign)
             self.sent_by[event.event_id] = (txn.device_id, txn.txn_id)
             while len(self.sent_by) > MAX_RECENT_TXNS:
                 self.sent_by.popitem(last=False)
@@ -355,7 +382,12 @@ class EventCreator:
             self.recent.popitem(last=False)
 
     async def _create(
-        self, room_id: RoomId, draft: Draft, txn: TxnKey | None, check: Check | None
+        self,
+        room_id: RoomId,
+        draft: Draft,
+        txn: TxnKey | None,
+        check: Check | None,
+        countersign: Countersign | None = None,
     ) -> Event:
         while True:
             snapshot = await self._cache.get(room_id)
@@ -367,6 +399,11 @@ class EventCreator:
                 if check is not None:
                     check(snapshot)
                 event = self._build(snapshot, draft)
+                if countersign is not None:
+                    signed = await countersign(event)
+                    if signed.event_id != event.event_id:
+                        raise ValueError("a countersignature changed the event")
+                    event = signed
                 store = RoomStore(self._cache.manager, room_id)
                 # The task's first step queues the event in the store. The loop runs steps in
                 # the order they were scheduled, and the next creation in this room can only
@@ -385,6 +422,7 @@ class EventCreator:
                 log.error("event_store_failed", room_id=room_id, event_id=event.event_id)
                 raise
             snapshot.created += 1
+            self._created(event)
             if snapshot.created % CLEANUP_EVERY == 0:
                 await store.delete_txn_ids_before(self._clock.time_ms() - TXN_RETENTION_MS)
             return event
@@ -405,4 +443,6 @@ class EventCreator:
         self._cache.put(snapshot)
         for event in events:
             self._keep(event)
+        for event in events:
+            self._created(event)
         return events

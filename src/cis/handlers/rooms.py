@@ -17,14 +17,15 @@ call. Here a user may redact their own events, or anyone's with the room's redac
 from __future__ import annotations
 
 import secrets
-from typing import Any, Final
+from collections.abc import Callable
+from typing import Any, Final, Protocol
 
 from cis.clock import Clock
 from cis.handlers.auth import Requester
 from cis.handlers.errors import ApiError, Errcode
 from cis.handlers.notifier import Notifier
 from cis.handlers.ratelimit import RateLimiter
-from cis.handlers.room_cache import Draft, EventCreator, RoomSnapshot
+from cis.handlers.room_cache import Countersign, Draft, EventCreator, RoomSnapshot
 from cis.handlers.room_creation import CreateRoomRequest, plan_room
 from cis.ids import EventId, RoomId, ServerName, UserId
 from cis.matrix import AuthError, InvalidPdu
@@ -37,6 +38,22 @@ from cis.storage.rooms.types import TxnKey
 
 MEMBER: Final = "m.room.member"
 MAX_REASON_LENGTH: Final = 512
+
+
+class RemoteRoomsHooks(Protocol):
+    """What federation adds to rooms (``cis.handlers.federation_rooms.RemoteRooms``)."""
+
+    def is_remote(self, user_id: str) -> bool: ...
+
+    def check_local(self, snapshot: RoomSnapshot, draft: Draft) -> None:
+        """Raise ``ApiError`` for a local event the node's federation policy forbids."""
+        ...
+
+    def countersign_invite(self, room_id: RoomId, target: UserId) -> Countersign: ...
+
+    async def join(self, user_id: UserId, room_id: RoomId) -> RoomId: ...
+
+    async def leave(self, user_id: UserId, room_id: RoomId) -> bool: ...
 
 
 def refused(exc: AuthError) -> ApiError:
@@ -90,6 +107,8 @@ class RoomHandler:
         self._notifier = notifier
         self._messages = message_limiter
         self._clock = clock
+        self.federation: RemoteRoomsHooks | None = None
+        """Set by the node when it federates: policy, remote invites, joins and leaves."""
 
     @property
     def creator(self) -> EventCreator:
@@ -112,9 +131,15 @@ class RoomHandler:
         *,
         txn: TxnKey | None = None,
         check: Any = None,
+        countersign: Countersign | None = None,
     ) -> EventId:
+        federation = self.federation
+        if federation is not None:
+            check = _with_policy(federation, draft, check)
         try:
-            _event, event_id = await self._creator.create(room_id, draft, txn=txn, check=check)
+            _event, event_id = await self._creator.create(
+                room_id, draft, txn=txn, check=check, countersign=countersign
+            )
         except LookupError:
             raise unknown_room() from None
         except AuthError as exc:
@@ -153,6 +178,24 @@ class RoomHandler:
     async def create_room(self, requester: Requester, request: CreateRoomRequest) -> RoomId:
         room_id = RoomId(f"!{secrets.token_urlsafe(18)}:{self._server_name}")
         plan = plan_room(request, requester.user_id, self._server_name)
+        remote_invites: list[UserId] = []
+        if self.federation is not None:
+            # Remote invitees are invited once the room exists: their servers countersign.
+            remote = self.federation.is_remote
+            remote_invites = [u for u in request.invite if remote(u)]
+            if remote_invites and not _plan_federates(request):
+                raise ApiError(
+                    Errcode.FORBIDDEN,
+                    "This room does not federate (io.cis.room.federation): users of other"
+                    " servers cannot be invited",
+                )
+            plan = type(plan)(
+                tuple(
+                    e for e in plan.events
+                    if not (e.type == MEMBER and e.state_key in remote_invites)
+                ),
+                plan.alias,
+            )  # fmt: skip
         if plan.alias is not None:
             try:
                 await self._aliases.add_alias(
@@ -179,10 +222,31 @@ class RoomHandler:
             if plan.alias is not None:
                 await self._aliases.delete_alias(plan.alias)
             raise ApiError(Errcode.BAD_JSON, "An initial event is not valid") from None
+        for user in remote_invites:
+            body: dict[str, Any] = {"user_id": user}
+            await self.invite(requester, room_id, body, is_direct=request.is_direct)
         return room_id
 
     async def join(self, requester: Requester, room_id_or_alias: str) -> RoomId:
         room_id = await self.resolve_room(room_id_or_alias)
+        federation = self.federation
+        if federation is not None:
+            held = await self._creator.cache.get(room_id)
+            stale = (
+                held is not None
+                and federation.is_remote(f"@x:{room_id.split(':', 1)[1]}")
+                and not any(not federation.is_remote(u) for u in held.members())
+            )
+            if (held is None or stale) and (
+                held is None or held.membership(requester.user_id) != "join"
+            ):
+                # Not held here (or held without a local member, so its graph may be stale):
+                # join through the room's servers.
+                await federation.join(requester.user_id, room_id)
+                await self._node_db.run_interaction(
+                    "unforget_room", timeline.unforget_room_txn, requester.user_id, room_id
+                )
+                return room_id
         snapshot = await self.snapshot(room_id)
         if snapshot.membership(requester.user_id) == "join":
             return room_id  # joining again changes nothing (profile updates go elsewhere)
@@ -193,23 +257,40 @@ class RoomHandler:
         )
         return room_id
 
-    async def invite(self, requester: Requester, room_id: str, body: dict[str, Any]) -> None:
+    async def invite(
+        self, requester: Requester, room_id: str, body: dict[str, Any], *, is_direct: bool = False
+    ) -> None:
         target = _user_id(body.get("user_id"))
         snapshot = await self.snapshot(room_id)
+        countersign: Countersign | None = None
         if target.split(":", 1)[1] == self._server_name:
             user = await self._accounts.get_user(target)
             if user is None or user.system:
                 raise ApiError(Errcode.NOT_FOUND, "Unknown user")
+        elif self.federation is not None:
+            countersign = self.federation.countersign_invite(snapshot.room_id, target)
         content: dict[str, Any] = {"membership": "invite"}
+        if is_direct:
+            content["is_direct"] = True
         reason = _reason(body)
         if reason is not None:
             content["reason"] = reason
         if snapshot.membership(target) == "invite":
             return  # already invited: nothing to change
-        await self._send(snapshot.room_id, Draft(requester.user_id, MEMBER, content, target))
+        await self._send(
+            snapshot.room_id,
+            Draft(requester.user_id, MEMBER, content, target),
+            countersign=countersign,
+        )
         self._notifier.notify_user(target)
 
     async def leave(self, requester: Requester, room_id: str, body: dict[str, Any]) -> None:
+        if self.federation is not None and room_id.startswith("!"):
+            held = await self._creator.cache.get(RoomId(room_id))
+            if (
+                held is None or held.membership(requester.user_id) is None
+            ) and await self.federation.leave(requester.user_id, RoomId(room_id)):
+                return  # a remote invite, rejected
         snapshot = await self.snapshot(room_id)
         content: dict[str, Any] = {"membership": "leave"}
         reason = _reason(body)
@@ -403,3 +484,27 @@ class RoomHandler:
             raise ApiError(Errcode.INVALID_PARAM, "Invalid room alias")
         if alias.split(":", 1)[1] != self._server_name:
             raise ApiError(Errcode.NOT_FOUND, "Room aliases of other servers are not known here")
+
+
+def _with_policy(
+    federation: RemoteRoomsHooks, draft: Draft, check: Callable[[RoomSnapshot], None] | None
+) -> Callable[[RoomSnapshot], None]:
+    def checked(snapshot: RoomSnapshot) -> None:
+        federation.check_local(snapshot, draft)
+        if check is not None:
+            check(snapshot)
+
+    return checked
+
+
+def _plan_federates(request: CreateRoomRequest) -> bool:
+    """Whether a ``createRoom`` request makes a federated room (``io.cis.room.federation``
+    in ``initial_state``, and no ``m.federate: false``)."""
+    if request.creation_content.get("m.federate") is False:
+        return False
+    return any(
+        spec.type == "io.cis.room.federation"
+        and spec.state_key == ""
+        and spec.content.get("federate") is True
+        for spec in request.initial_state
+    )

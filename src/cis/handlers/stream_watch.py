@@ -175,6 +175,13 @@ class StreamWatcher:
         self._memberships[user_id] = rows
         return rows
 
+    def memberships_changed(self, users: set[UserId]) -> None:
+        """Memberships changed outside the stream's order (federation's state resolution, a
+        remote invite): forget the users' cached room lists and wake their long-polls."""
+        for user in users:
+            self._memberships.pop(user, None)
+        self._notifier.notify_users(users)
+
     async def _run(self) -> None:
         while not self._closed:
             current = await self._positions.wait_beyond(self._last)

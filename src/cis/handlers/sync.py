@@ -30,7 +30,7 @@ positions, so a client never waits for positions that will not come.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -106,6 +106,11 @@ class SyncHandler:
         # Per device, the to-device position already acknowledged (deleted up to): a sync
         # from the same token again writes nothing.
         self._acked: dict[tuple[UserId, DeviceId], int] = {}
+        self.remote_invite_state: (
+            Callable[[RoomId, UserId], Awaitable[list[dict[str, Any]] | None]] | None
+        ) = None
+        """Set when the node federates: the stripped state of an invite to a room this node
+        does not hold (``cis.handlers.federation_rooms``)."""
 
     def current_token(self) -> StreamToken:
         c = self._counters
@@ -412,6 +417,10 @@ class SyncHandler:
     ) -> dict[str, Any]:
         snapshot = await self._cache.get(room_id)
         events: list[dict[str, Any]] = []
+        if snapshot is None and self.remote_invite_state is not None:
+            remote = await self.remote_invite_state(room_id, requester.user_id)
+            if remote is not None:
+                return {"invite_state": {"events": remote}}
         if snapshot is not None:
             for kind in STRIPPED_STATE_TYPES:
                 event = snapshot.state.get((kind, ""))

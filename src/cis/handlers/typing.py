@@ -15,7 +15,7 @@ Client-Server entry: only the user themself, and only in a room they are joined 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
 from cis.clock import Clock
@@ -123,6 +123,8 @@ class TypingChecks:
     def __init__(self, typing: TypingHandler, cache: RoomCache) -> None:
         self._typing = typing
         self._cache = cache
+        self.on_local: Callable[[RoomId, UserId, bool], None] | None = None
+        """Set when the node federates: a local user's typing goes to the room's servers."""
 
     async def set_typing(
         self, requester: Requester, room_id: str, user_id: str, body: dict[str, Any]
@@ -141,3 +143,5 @@ class TypingChecks:
         if isinstance(timeout, bool) or not isinstance(timeout, int) or timeout < 0:
             raise ApiError(Errcode.BAD_JSON, "timeout must be a non-negative integer")
         self._typing.set_typing(snapshot.room_id, requester.user_id, typing, timeout)
+        if self.on_local is not None:
+            self.on_local(snapshot.room_id, requester.user_id, typing)

@@ -11,6 +11,8 @@ file is 0600. Its tables:
 - ``did_trust``, ``network_peers``, ``pending_sync``: seed 000 §2.3's columns.
 - ``rooms``: the registry, ``room_id → dir_name`` (the folder is a hash), status and how far its
   events are indexed here.
+- ``server_keys``, ``key_conflicts``, ``remote_invites`` (migration 3): federation's, in
+  ``cis.storage.federation``.
 - ``stream`` and ``memberships``: derived indexes of the room files (every stored event by
   stream position; each room's current ``m.room.member`` state), rebuilt from the rooms after an
   unclean stop.
@@ -23,6 +25,7 @@ from __future__ import annotations
 from typing import Final
 
 from cis.storage.client.schema import CLIENT_SCHEMA_V1
+from cis.storage.federation import FEDERATION_SCHEMA_V1
 from cis.storage.sqlite import Migration
 
 KIND: Final = "node"
@@ -104,4 +107,5 @@ MIGRATIONS: Final = (
         ),
     ),
     Migration(2, "client-server API: devices, tokens, account data, keys, media", CLIENT_SCHEMA_V1),
+    Migration(3, "federation: server keys, key conflicts, remote invites", FEDERATION_SCHEMA_V1),
 )

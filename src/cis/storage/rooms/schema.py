@@ -11,6 +11,8 @@ entry and the ``(user, device, txn_id) → event_id`` row of a client send.
   ``cis.storage.events.content_strings``) so ``contains`` is one ``instr`` per row.
 - ``room_state`` is keyed by ``(type, state_key)``: the latest timeline state event for each key.
 - ``sync_positions``: per peer, the highest stream position of this room it acknowledged.
+- ``state_groups``, ``event_state`` (migration 3): the state after each event, for federation
+  (``cis.storage.rooms.state_groups``).
 
 Add a schema change as the next ``Migration``; never edit a released one.
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 from typing import Final
 
+from cis.storage.rooms.state_groups import STATE_GROUPS_SCHEMA
 from cis.storage.sqlite import Migration
 
 KIND: Final = "room"
@@ -91,4 +94,5 @@ MIGRATIONS: Final = (
         "index client txn ids by time (bounded retention, send cache)",
         ("CREATE INDEX event_txn_ids_ts ON event_txn_ids (inserted_ts)",),
     ),
+    Migration(3, "federation: state groups (cis.storage.rooms.state_groups)", STATE_GROUPS_SCHEMA),
 )

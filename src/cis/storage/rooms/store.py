@@ -9,9 +9,10 @@ reads run on reader connections in the manager's read pool.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+import sqlite3
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, Final
+from typing import TYPE_CHECKING, Any, BinaryIO, Concatenate, Final, ParamSpec, TypeVar
 
 from cis.ids import EventId, RoomId
 from cis.log import get_logger
@@ -32,6 +33,9 @@ if TYPE_CHECKING:
     from cis.storage.rooms.manager import PduParser, RoomStoreManager
 
 log = get_logger(__name__)
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 IMPORT_CHUNK: Final = 1000
 _MAX_PEER_CHARS: Final = 255
@@ -86,6 +90,42 @@ class RoomStore:
         if items:
             await self._manager._persist(self.room_id, items)
         return [event.event_id for event in events]
+
+    async def store_classified(self, items: Sequence[tuple[PersistableEvent, EventStatus]]) -> int:
+        """Store events each with its own status (federation's receipt: timeline, outlier,
+        rejected or soft-failed) in one transaction, in the order given; return how many were
+        new."""
+        now = self._manager.clock.time_ms()
+        pending = []
+        for event, status in items:
+            validate_event(event, self.room_id)
+            pending.append(txns.PendingEvent(event, _status(status), now))
+        if not pending:
+            return 0
+        return await self._manager._persist(self.room_id, pending)
+
+    async def run_read(
+        self,
+        name: str,
+        fn: Callable[Concatenate[sqlite3.Connection, P], T],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        """Run another storage module's read function on this room's file (one read
+        transaction): for the tables that module adds to rooms by migration."""
+        async with self._manager._pinned(self.room_id) as db:
+            return await db.run_read(name, fn, *args, **kwargs)
+
+    async def run_interaction(
+        self,
+        name: str,
+        fn: Callable[Concatenate[sqlite3.Connection, P], T],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        """Run another storage module's transaction on this room's writer (see ``run_read``)."""
+        async with self._manager._pinned(self.room_id) as db:
+            return await db.run_interaction(name, fn, *args, **kwargs)
 
     async def set_sync_position(self, peer: str, position: int) -> int:
         """Record that ``peer`` acknowledged this room up to ``position``; return the stored one.

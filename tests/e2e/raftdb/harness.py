@@ -42,12 +42,17 @@ def _kill_leftovers() -> None:
 atexit.register(_kill_leftovers)
 
 
-def free_ports(count: int) -> list[int]:
+def free_ports(count: int, avoid: frozenset[int] = frozenset()) -> list[int]:
+    """``count`` distinct free ports, none in ``avoid`` (the ports a cluster already handed
+    out: a port closed after one call may be offered again by the next)."""
     socks = []
     try:
-        for _ in range(count):
+        while len(socks) < count:
             s = socket.socket()
             s.bind(("127.0.0.1", 0))
+            if s.getsockname()[1] in avoid:
+                s.close()
+                continue
             socks.append(s)
         return [s.getsockname()[1] for s in socks]
     finally:
@@ -288,7 +293,8 @@ class Cluster:
             self.add_node(member=True)
 
     def add_node(self, *, member: bool) -> Node:
-        raft, http, grpc = free_ports(3)
+        taken = frozenset(p for n in self.nodes for p in (n.raft_port, n.http_port, n.grpc_port))
+        raft, http, grpc = free_ports(3, taken)
         node_id = str(len(self.nodes) + 1)
         node = Node(
             node_id,

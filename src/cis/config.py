@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
@@ -100,6 +101,26 @@ def _bool(value: object) -> bool:
     if text in ("0", "false", "no", "off"):
         return False
     raise ValueError("must be true or false")
+
+
+SKILL_NAME_RE: Final = re.compile(r"[a-z][a-z0-9_]{0,31}\Z")
+
+
+def _skill_names(value: object) -> tuple[str, ...]:
+    """A list of skill names (``CIS_SKILLS=git,memory``; an empty string enables none)."""
+    if isinstance(value, str):
+        items: list[object] = [part.strip() for part in value.split(",") if part.strip()]
+    elif isinstance(value, list | tuple):
+        items = list(value)
+    else:
+        raise ValueError("must be a list of skill names")
+    names: list[str] = []
+    for item in items:
+        if not isinstance(item, str) or not SKILL_NAME_RE.match(item):
+            raise ValueError(f"{item!r} is not a skill name ([a-z][a-z0-9_]{{0,31}})")
+        if item not in names:
+            names.append(item)
+    return tuple(names)
 
 
 def _float_between(low: float, high: float) -> Callable[[object], float]:
@@ -193,10 +214,16 @@ class Setting:
     default: object
     parse: Callable[[object], object]
     help: str
+    attr: str | None = None
+    """The ``Config`` field, when it is not ``key`` (keys repeat across sections)."""
 
     @property
     def name(self) -> str:
         return f"{self.section}.{self.key}"
+
+    @property
+    def field(self) -> str:
+        return self.attr or self.key
 
 
 SETTINGS: Final[tuple[Setting, ...]] = (
@@ -268,6 +295,24 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         "federation", "backoff_cap", "CIS_BACKOFF_CAP", None, 60.0, _float_between(0.1, 3600),
         "longest wait between reconnection attempts, in seconds",
     ),
+    Setting(
+        "skills", "enabled", "CIS_SKILLS", None, ("git", "memory"), _skill_names,
+        "the installed skills this node runs (docs/skills.md)", "skills_enabled",
+    ),
+    Setting(
+        "skills", "handler_timeout_s", "CIS_SKILL_HANDLER_TIMEOUT_S", None, 30.0,
+        _float_between(0.05, 3600), "a skill call overrunning this is disabled",
+        "skill_handler_timeout_s",
+    ),
+    Setting(
+        "skills", "events_per_s", "CIS_SKILL_EVENTS_PER_S", None, 50, _int_between(1, 100_000),
+        "events a skill may send per second (sustained)", "skill_events_per_s",
+    ),
+    Setting(
+        "skills", "events_burst", "CIS_SKILL_EVENTS_BURST", None, 500, _int_between(1, 1_000_000),
+        "events a skill may send in a burst; past rate and burst it is flooding",
+        "skill_events_burst",
+    ),
 )  # fmt: skip
 
 
@@ -290,8 +335,14 @@ class Config:
     silence_timeout: float
     catchup_interval: float
     backoff_cap: float
+    skills_enabled: tuple[str, ...]
+    skill_handler_timeout_s: float
+    skill_events_per_s: int
+    skill_events_burst: int
     sources: Mapping[str, str]
     """Where each setting came from: ``default``, ``file``, ``env CIS_…`` or ``flag --…``."""
+    skill_settings: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
+    """Each ``[skills.NAME]`` table of the file, handed to that skill as its configuration."""
 
 
 def load_config(
@@ -318,13 +369,13 @@ def load_config(
             raw, source = flag_value, f"flag {setting.flag}"
         where = home.config.name if source == "file" else source
         try:
-            values[setting.key] = setting.parse(raw)
+            values[setting.field] = setting.parse(raw)
         except ValueError as exc:
             raise ConfigError(f"{setting.name} ({where}): {exc}") from None
         sources[setting.name] = source
     if values["silence_timeout"] <= values["ping_interval"]:
         raise ConfigError("federation.silence_timeout must be longer than federation.ping_interval")
-    return Config(**values, sources=sources)
+    return Config(**values, sources=sources, skill_settings=_skill_tables(home.config))
 
 
 def _read_file(path: Path) -> dict[str, object]:
@@ -345,6 +396,8 @@ def _read_file(path: Path) -> dict[str, object]:
         if section not in sections or not isinstance(table, dict):
             raise ConfigError(f"{path}: unknown section [{section}]")
         for key, value in table.items():
+            if section == "skills" and isinstance(value, dict):
+                continue  # [skills.NAME]: that skill's own table (``_skill_tables``)
             name = f"{section}.{key}"
             if name not in known:
                 raise ConfigError(f"{path}: unknown setting {name}")
@@ -352,7 +405,27 @@ def _read_file(path: Path) -> dict[str, object]:
     return flat
 
 
+def _skill_tables(path: Path) -> dict[str, dict[str, object]]:
+    """The ``[skills.NAME]`` tables of the file (already read and checked by ``_read_file``)."""
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return {}
+    skills = document.get("skills")
+    if not isinstance(skills, dict):
+        return {}
+    tables: dict[str, dict[str, object]] = {}
+    for name, table in skills.items():
+        if isinstance(table, dict):
+            if not SKILL_NAME_RE.match(name):
+                raise ConfigError(f"{path}: [skills.{name}] does not name a skill")
+            tables[name] = dict(table)
+    return tables
+
+
 def _toml_value(value: object) -> str:
+    if isinstance(value, tuple | list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | float):
@@ -372,9 +445,9 @@ def render_config(config: Config) -> str:
             section = setting.section
             lines.append("")
             lines.append(f"[{section}]")
-        value = getattr(config, setting.key)
+        value = getattr(config, setting.field)
         if value is None:
-            lines.append(f"# {setting.key} is not set  # {config.sources[setting.name]}")
+            lines.append(f"# {setting.field} is not set  # {config.sources[setting.name]}")
             continue
         shown = _toml_value(value if isinstance(value, int | float | tuple) else str(value))
         lines.append(f"{setting.key} = {shown}  # {config.sources[setting.name]}")

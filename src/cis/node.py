@@ -82,6 +82,7 @@ if TYPE_CHECKING:
     from cis.federation import TunnelManager
     from cis.handlers.federation import FederationService
     from cis.handlers.federation_admin import FederationAdmin
+    from cis.skills.host import SkillHost
 
 __all__ = ["Node", "NodeStartFailed", "NodeStorage", "read_runtime_file"]
 
@@ -322,7 +323,7 @@ class ClientServer:
         self.users = UserAdmin(accounts, account_store, identity.did)
         account_data = AccountDataHandler(account_data_store, notifier, counters)
         cache = RoomCache(storage.rooms, clock)
-        creator = EventCreator(
+        creator = self.creator = EventCreator(
             cache, Signer(identity.server_name, identity.key_id, identity.signing_key), clock
         )
         rooms = RoomHandler(
@@ -571,6 +572,7 @@ class Node:
         self.client = ClientServer(self.storage, config)
         self.federation = NodeFederation(self.storage, self.client, config)
         self._http: HttpServer | None = None
+        self.skills: SkillHost | None = None
         self._started = False
         self._stopped = False
 
@@ -598,6 +600,7 @@ class Node:
         admin = AdminHandler(storage.rooms, storage.positions)
         await self.client.start()
         assert self.client.app is not None
+        self.skills = self._skill_host()
         sock = bind(self.config.listen)
         try:
             name = sock.getsockname()
@@ -607,7 +610,7 @@ class Node:
             raise
         app = create_app(
             status=status, admin=admin, admin_token=admin_token, users=self.client.users,
-            federation=self.federation.admin,
+            federation=self.federation.admin, skills=self.skills,
         )  # fmt: skip
         from cis.federation import UVICORN_WS_OPTIONS
 
@@ -618,6 +621,7 @@ class Node:
             ClientApiDispatch(self.client.app, app), sock, ws_options=UVICORN_WS_OPTIONS
         )
         await self._http.start()
+        await self.skills.start()  # before run/node.json: local tools find skills running
         await asyncio.to_thread(self._write_runtime_file)
         self._started = True
         identity = storage.identity
@@ -641,10 +645,31 @@ class Node:
         await self.federation.stop()  # tunnels close (1001) before the server goes
         if self._http is not None:
             await self._http.stop()
+        if self.skills is not None:
+            await self.skills.stop()
         await self.client.close()
         clean = await self.storage.close()
         if started:
             log.info("node_stopped", clean=clean)
+
+    def _skill_host(self) -> SkillHost:
+        from cis.skills.gateway import CreatorGateway
+        from cis.skills.host import SkillHost, SkillSettings
+
+        config = self.config
+        settings = SkillSettings(
+            enabled=config.skills_enabled,
+            handler_timeout_s=config.skill_handler_timeout_s,
+            events_per_s=config.skill_events_per_s,
+            events_burst=config.skill_events_burst,
+            per_skill=config.skill_settings,
+        )
+        storage = self.storage
+        creator = self.client.creator
+        return SkillHost(
+            home=self.home, identity=storage.identity, rooms=storage.rooms, settings=settings,
+            clock=storage.clock, gateway=CreatorGateway(creator) if creator is not None else None,
+        )  # fmt: skip
 
     def _write_runtime_file(self) -> None:
         target = self.home.runtime_file

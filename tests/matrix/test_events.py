@@ -111,6 +111,51 @@ def test_build_event_hashes_and_signs() -> None:
     assert set(event.signatures["a.test"]) == {"ed25519:k"}
 
 
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53) + 1, 2**53 - 1) | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    room_version=st.sampled_from(["10", "11"]),
+    event_type=st.sampled_from(
+        ["m.room.message", "m.room.member", "m.room.power_levels", "m.room.create", "x.custom"]
+    ),
+    state_key=st.one_of(st.none(), st.just(""), st.just("@u:a.test")),
+    content=st.dictionaries(st.text(max_size=8), json_values, max_size=4),
+)
+def test_build_event_is_parse_of_hash_and_sign(
+    room_version: str, event_type: str, state_key: str | None, content: dict[str, Any]
+) -> None:
+    """The fast path equals the definition: hash, sign, then parse."""
+    partial = {k: v for k, v in good_pdu(type=event_type, content=content).items()}
+    del partial["hashes"], partial["signatures"]
+    if state_key is not None:
+        partial["state_key"] = state_key
+    built = build_event(room_version, partial, "a.test", "ed25519:k", KEY)
+    slow = parse_pdu(
+        room_version, hash_and_sign_event(room_version, partial, "a.test", "ed25519:k", KEY)
+    )
+    assert built == slow
+    assert built.event_id == slow.event_id == compute_event_id(room_version, slow.to_pdu())
+    assert built.signatures == slow.signatures and built.hashes == slow.hashes
+
+
+def test_build_event_refuses_what_parse_refuses() -> None:
+    partial = {k: v for k, v in good_pdu().items() if k not in ("hashes", "signatures")}
+    with pytest.raises(InvalidPdu):
+        build_event("11", {**partial, "depth": -1}, "a.test", "ed25519:k", KEY)
+    with pytest.raises(InvalidPdu):
+        build_event("11", {**partial, "content": {"f": 1.5}}, "a.test", "ed25519:k", KEY)
+    with pytest.raises(InvalidPdu):
+        build_event("11", {**partial, "content": {"big": "x" * 70_000}}, "a.test", "ed25519:k", KEY)
+
+
 def test_parse_pdu_json_is_strict() -> None:
     event = parse_pdu("11", good_pdu())
     assert parse_pdu_json("11", event.canonical_bytes) == event

@@ -16,6 +16,7 @@ from cis.api.errors import install_error_handlers
 from cis.handlers.accounts import UserAdmin
 from cis.handlers.admin import AdminHandler
 from cis.handlers.status import StatusHandler
+from cis.skills.host import SkillHost
 
 if TYPE_CHECKING:
     from cis.handlers.federation_admin import FederationAdmin
@@ -28,6 +29,7 @@ def create_app(
     admin_token: str,
     users: UserAdmin | None = None,
     federation: FederationAdmin | None = None,
+    skills: SkillHost | None = None,
 ) -> FastAPI:
     app = FastAPI(
         title="cis-node",
@@ -43,4 +45,8 @@ def create_app(
         from cis.api.federation_admin import federation_router
 
         app.include_router(federation_router(federation, auth))
+    if skills is not None:
+        from cis.api.skills import skills_router
+
+        app.include_router(skills_router(skills, admin_token, auth))
     return app

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import click
 
-from cis.anchor.errors import AnchorError
 from cis.home import Home
 
 
@@ -37,6 +36,9 @@ def command(
     listen: str, db: Path | None, tls_cert: Path | None, tls_key: Path | None, log_level: str
 ) -> int:
     """Run an anchor: signed heartbeats in, signed peer lists out, no node data ever."""
+    # Imported here: ``cis.anchor`` pulls in the federation stack, which other subcommands
+    # (and their start-up time and memory) should not pay for.
+    from cis.anchor.errors import AnchorError
     from cis.anchor.server import Listen, serve
     from cis.log import configure_logging
 

@@ -3,11 +3,13 @@
 Every failure is one line on stderr, ``error: …``, with no traceback and no values of local
 variables. Exit status: 0 success, 1 error, 2 usage error, 130 interrupted.
 
-Subcommands live one per module in this package and are registered in ``_register`` below.
+Subcommands live one per module in this package, listed in ``_SUBCOMMAND_MODULES`` and
+imported only when used.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from collections.abc import Sequence
@@ -24,25 +26,9 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 
-@click.group(
-    name="cis-node",
-    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
-)
-@click.version_option(
-    __version__, "--version", prog_name="cis-node", message="%(prog)s %(version)s"
-)
-def cli() -> None:
-    """A sovereign CIS node: Matrix rooms on SQLite, federated over Noise tunnels."""
-
-
-def _register() -> None:
-    """Attach every subcommand. Imports are deferred so ``--help`` stays fast."""
-    for module_name in _SUBCOMMAND_MODULES:
-        module = __import__(f"cis.cli.{module_name}", fromlist=["command"])
-        cli.add_command(module.command)
-
-
-# One module per subcommand; each exposes ``command`` (a click command or group).
+# One module per subcommand, named as the subcommand; each exposes ``command`` (a click
+# command or group). Keep one name per line, so parallel branches adding subcommands merge
+# cleanly.
 _SUBCOMMAND_MODULES: tuple[str, ...] = (
     "init",
     "run",
@@ -51,9 +37,46 @@ _SUBCOMMAND_MODULES: tuple[str, ...] = (
     "restore",
     "anchor",
     "user",
+    "sql",
+    "skills",
+    "git",
+    "memory",
     "trust",
     "peers",
 )
+
+
+class _LazyGroup(click.Group):
+    """Imports a subcommand's module only when that subcommand runs (or ``--help`` lists it).
+
+    Some subcommands stand on heavy stacks (the replicated SQL service, the anchor and its
+    federation client); importing them all would cost every ``cis-node`` process, the node
+    included, start-up time and memory.
+    """
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(_SUBCOMMAND_MODULES)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in _SUBCOMMAND_MODULES:
+            return None
+        module = importlib.import_module(f"cis.cli.{cmd_name}")
+        command: click.Command = module.command
+        if command.name != cmd_name:
+            raise RuntimeError(f"cis.cli.{cmd_name}.command is named {command.name!r}")
+        return command
+
+
+@click.group(
+    name="cis-node",
+    cls=_LazyGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
+@click.version_option(
+    __version__, "--version", prog_name="cis-node", message="%(prog)s %(version)s"
+)
+def cli() -> None:
+    """A sovereign CIS node: Matrix rooms on SQLite, federated over Noise tunnels."""
 
 
 def _one_line(text: str) -> str:
@@ -69,7 +92,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run ``cis-node`` with ``argv`` (without the program name); return the exit status."""
     os.umask(0o077)
     args = list(sys.argv[1:] if argv is None else argv)
-    _register()
     try:
         result = cli.main(args=args, prog_name="cis-node", standalone_mode=False)
     except click.exceptions.Exit as exc:

@@ -33,14 +33,15 @@ from typing import Any, Final, Protocol
 
 import nacl.signing
 from canonicaljson import encode_canonical_json
+from unpaddedbase64 import encode_base64
 
 from cis.ids import EventId, RoomId, UserId
 from cis.matrix import canonical_json
 from cis.matrix.errors import InvalidJson, InvalidPdu
 from cis.matrix.hashing import event_id_from_reference_hash
 from cis.matrix.redaction import redact_with
-from cis.matrix.room_versions import get_room_version
-from cis.matrix.signing import hash_and_sign_event
+from cis.matrix.room_versions import RoomVersion, get_room_version
+from cis.matrix.signing import split_key_id
 
 StateKey = tuple[str, str]
 """``(event type, state key)``: the key of a room state map."""
@@ -222,23 +223,25 @@ def _check_signatures(value: object) -> None:
             raise _bad(f"signatures.{server}", "must map key ids to strings")
 
 
-def parse_pdu(room_version: str, pdu: Mapping[str, Any]) -> Event:
-    """Validate a wire PDU and freeze it into an ``Event`` (``InvalidPdu`` if malformed,
-    ``UnsupportedRoomVersion`` for a room version other than 10 and 11).
+@dataclass(frozen=True, slots=True)
+class _Fields:
+    """The typed fields of a PDU, checked; what ``parse_pdu`` and ``build_event`` share."""
 
-    A top-level ``event_id`` is ignored (the id is computed) and ``unsigned`` is dropped.
-    Hashes and signatures are *not* checked here: see ``check_content_hash`` and
-    ``verify_event_signature``.
-    """
-    rv = get_room_version(room_version)
-    if not isinstance(pdu, Mapping):
-        raise InvalidPdu("a PDU is a JSON object")
-    wire = {k: v for k, v in pdu.items() if k not in ("event_id", "unsigned")}
-    try:
-        canonical_json.check_value(wire)
-    except InvalidJson as e:
-        raise InvalidPdu(str(e)) from e
+    type: str
+    room_id: RoomId
+    sender: UserId
+    state_key: str | None
+    origin_server_ts: int
+    depth: int
+    prev_events: tuple[EventId, ...]
+    auth_events: tuple[EventId, ...]
+    content: dict[str, Any]
+    redacts: EventId | None
 
+
+def _check_fields(rv: RoomVersion, wire: Mapping[str, Any]) -> _Fields:
+    """Check the required keys and their types (the module docstring's list), all but
+    ``hashes`` and ``signatures``. ``wire`` is already in canonical JSON's domain."""
     event_type = _str_field(wire, "type")
     room_id = RoomId(_str_field(wire, "room_id", sigil="!", needs_colon=True))
     sender = UserId(_str_field(wire, "sender", sigil="@", needs_colon=True))
@@ -256,10 +259,6 @@ def parse_pdu(room_version: str, pdu: Mapping[str, Any]) -> Event:
     content = wire.get("content")
     if not isinstance(content, dict):
         raise _bad("content", "required, and must be an object")
-    hashes = wire.get("hashes")
-    if not isinstance(hashes, dict) or not isinstance(hashes.get("sha256"), str):
-        raise _bad("hashes", "required, with a string sha256")
-    _check_signatures(wire.get("signatures"))
 
     redacts: EventId | None = None
     if rv.redacts_in_content:
@@ -271,6 +270,78 @@ def parse_pdu(room_version: str, pdu: Mapping[str, Any]) -> Event:
             raise _bad("redacts", "must be an event id string")
         check_id_text("redacts", wire["redacts"], sigil="$")
         redacts = EventId(wire["redacts"])
+    return _Fields(
+        event_type,
+        room_id,
+        sender,
+        state_key,
+        origin_server_ts,
+        depth,
+        prev_events,
+        auth_events,
+        content,
+        redacts,
+    )
+
+
+def _in_domain(wire: Mapping[str, Any]) -> None:
+    try:
+        canonical_json.check_value(wire)
+    except InvalidJson as e:
+        raise InvalidPdu(str(e)) from e
+
+
+def _check_size(canonical: bytes) -> None:
+    if len(canonical) > MAX_PDU_BYTES:
+        raise InvalidPdu(f"{len(canonical)} bytes in canonical JSON; the limit is {MAX_PDU_BYTES}")
+
+
+def _event(
+    rv: RoomVersion,
+    fields: _Fields,
+    *,
+    event_id: EventId,
+    canonical: bytes,
+    hashes: Mapping[str, Any],
+    signatures: Mapping[str, Any],
+) -> Event:
+    return Event(
+        event_id=event_id,
+        room_id=fields.room_id,
+        sender=fields.sender,
+        type=fields.type,
+        state_key=fields.state_key,
+        origin_server_ts=fields.origin_server_ts,
+        depth=fields.depth,
+        prev_events=fields.prev_events,
+        auth_events=fields.auth_events,
+        content=freeze(fields.content),
+        redacts=fields.redacts,
+        room_version=rv.identifier,
+        canonical_bytes=canonical,
+        hashes=freeze(hashes),
+        signatures=freeze(signatures),
+    )
+
+
+def parse_pdu(room_version: str, pdu: Mapping[str, Any]) -> Event:
+    """Validate a wire PDU and freeze it into an ``Event`` (``InvalidPdu`` if malformed,
+    ``UnsupportedRoomVersion`` for a room version other than 10 and 11).
+
+    A top-level ``event_id`` is ignored (the id is computed) and ``unsigned`` is dropped.
+    Hashes and signatures are *not* checked here: see ``check_content_hash`` and
+    ``verify_event_signature``.
+    """
+    rv = get_room_version(room_version)
+    if not isinstance(pdu, Mapping):
+        raise InvalidPdu("a PDU is a JSON object")
+    wire = {k: v for k, v in pdu.items() if k not in ("event_id", "unsigned")}
+    _in_domain(wire)
+    fields = _check_fields(rv, wire)
+    hashes = wire.get("hashes")
+    if not isinstance(hashes, dict) or not isinstance(hashes.get("sha256"), str):
+        raise _bad("hashes", "required, with a string sha256")
+    _check_signatures(wire.get("signatures"))
 
     try:
         canonical = encode_canonical_json(wire)
@@ -279,35 +350,15 @@ def parse_pdu(room_version: str, pdu: Mapping[str, Any]) -> Event:
         reference = hashlib.sha256(encode_canonical_json(redacted)).digest()
     except RecursionError:  # pragma: no cover - check_value bounds nesting first
         raise InvalidPdu("nested too deeply") from None
-    if len(canonical) > MAX_PDU_BYTES:
-        raise InvalidPdu(f"{len(canonical)} bytes in canonical JSON; the limit is {MAX_PDU_BYTES}")
-
-    return Event(
+    _check_size(canonical)
+    return _event(
+        rv,
+        fields,
         event_id=event_id_from_reference_hash(reference),
-        room_id=room_id,
-        sender=sender,
-        type=event_type,
-        state_key=state_key,
-        origin_server_ts=origin_server_ts,
-        depth=depth,
-        prev_events=prev_events,
-        auth_events=auth_events,
-        content=freeze(content),
-        redacts=redacts,
-        room_version=rv.identifier,
-        canonical_bytes=canonical,
-        hashes=freeze(hashes),
-        signatures=freeze(wire["signatures"]),
+        canonical=canonical,
+        hashes=hashes,
+        signatures=wire["signatures"],
     )
-
-
-def parse_pdu_json(room_version: str, data: bytes | str) -> Event:
-    """``parse_pdu`` over JSON text, parsed strictly (``canonical_json.loads``)."""
-    try:
-        value = canonical_json.loads(data)
-    except InvalidJson as e:
-        raise InvalidPdu(str(e)) from e
-    return parse_pdu(room_version, value)
 
 
 def build_event(
@@ -318,7 +369,40 @@ def build_event(
     signing_key: nacl.signing.SigningKey,
 ) -> Event:
     """A locally created event: ``partial_pdu`` (everything but ``hashes`` and
-    ``signatures``, e.g. from ``cis.matrix.dag.prepare_pdu``) hashed, signed by this server
-    and parsed."""
-    signed = hash_and_sign_event(room_version, partial_pdu, server_name, key_id, signing_key)
-    return parse_pdu(room_version, signed)
+    ``signatures``, e.g. from ``cis.matrix.dag.prepare_pdu``) hashed and signed by this server.
+
+    The same as ``parse_pdu(hash_and_sign_event(...))`` (a test holds it to that), computed
+    with each canonical encoding done once: the bytes signed (the redacted event without
+    ``signatures``, ``unsigned`` and ``event_id``) are exactly the reference hash's input, so
+    the event id comes from them.
+    """
+    rv = get_room_version(room_version)
+    split_key_id(key_id)
+    wire = {
+        k: v
+        for k, v in partial_pdu.items()
+        if k not in ("event_id", "unsigned", "hashes", "signatures")
+    }
+    _in_domain(wire)
+    fields = _check_fields(rv, wire)
+    hashes = {"sha256": encode_base64(hashlib.sha256(encode_canonical_json(wire)).digest())}
+    wire["hashes"] = hashes
+    signed_bytes = encode_canonical_json(redact_with(rv, wire))
+    signature = encode_base64(signing_key.sign(signed_bytes).signature)
+    signatures = {server_name: {key_id: signature}}
+    wire["signatures"] = signatures
+    canonical = encode_canonical_json(wire)
+    _check_size(canonical)
+    event_id = event_id_from_reference_hash(hashlib.sha256(signed_bytes).digest())
+    return _event(
+        rv, fields, event_id=event_id, canonical=canonical, hashes=hashes, signatures=signatures
+    )
+
+
+def parse_pdu_json(room_version: str, data: bytes | str) -> Event:
+    """``parse_pdu`` over JSON text, parsed strictly (``canonical_json.loads``)."""
+    try:
+        value = canonical_json.loads(data)
+    except InvalidJson as e:
+        raise InvalidPdu(str(e)) from e
+    return parse_pdu(room_version, value)

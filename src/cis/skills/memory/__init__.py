@@ -1,0 +1,1 @@
+"""The built-in memory skill (``skill.MemorySkill``) and its storage (``store``)."""

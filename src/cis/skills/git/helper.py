@@ -30,7 +30,10 @@ __all__ = ["main", "run"]
 EXIT_FATAL: Final = 128
 STREAM_PATH: Final = "/_cis/admin/v1/skills/git/streams/git"
 SERVICES: Final = ("git-upload-pack", "git-receive-pack")
-READ_SIZE: Final = 256 * 1024
+READ_SIZE: Final = 60 * 1024
+"""Bytes of git's input per message: the node's HTTP server takes WebSocket messages of at most
+65,535 bytes (``cis.federation.UVICORN_WS_OPTIONS``, one Noise message each), so a larger one
+would close the stream (1009)."""
 CHANNEL_DATA: Final = 1
 CHANNEL_MESSAGE: Final = 2
 CHANNEL_END: Final = 3

@@ -24,6 +24,7 @@ from nio import (
     RoomCreateResponse,
     RoomGetStateEventResponse,
     RoomMessagesResponse,
+    RoomPreset,
     RoomSendResponse,
 )
 
@@ -191,3 +192,44 @@ async def state(client: AsyncClient, room_id: str, kind: str, key: str = "") -> 
     if isinstance(response, ErrorResponse) or not isinstance(response, RoomGetStateEventResponse):
         return None
     return response.content
+
+
+@dataclass
+class Trio:
+    """An anchor, alpha, beta and gamma meshed through it, and a public federated room that
+    alice@alpha created and bob@beta and carol@gamma joined."""
+
+    anchor: Anchor
+    homes: dict[str, Path]
+    nodes: dict[str, FedNode]
+    alice: AsyncClient
+    bob: AsyncClient
+    carol: AsyncClient
+    room: str
+
+    @property
+    def clients(self) -> tuple[AsyncClient, AsyncClient, AsyncClient]:
+        return self.alice, self.bob, self.carol
+
+    async def close(self) -> None:
+        for client in self.clients:
+            await client.close()
+
+
+async def three_nodes_one_room(processes: Processes, name: str) -> Trio:
+    anchor = start_anchor(processes)
+    homes = {n: init_home(processes, n) for n in ("alpha", "beta", "gamma")}
+    nodes = {n: run_node(processes, h, anchor) for n, h in homes.items()}
+    wait_mesh(nodes.values())
+    alice = await user(nodes["alpha"], "alice")
+    bob = await user(nodes["beta"], "bob")
+    carol = await user(nodes["gamma"], "carol")
+    trio = Trio(anchor, homes, nodes, alice, bob, carol, "")
+    try:
+        trio.room = await create_room(alice, preset=RoomPreset.public_chat, name=name)
+        await join(bob, trio.room)
+        await join(carol, trio.room)
+    except BaseException:
+        await trio.close()
+        raise
+    return trio

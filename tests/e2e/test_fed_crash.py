@@ -6,38 +6,26 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from nio import RoomPreset, SyncResponse
+from nio import SyncResponse
 
 from tests.e2e.conftest import Processes
 from tests.e2e.fed import (
     bodies,
-    create_room,
     eventually,
-    init_home,
-    join,
     kill9,
     run_node,
     say,
-    start_anchor,
-    user,
-    wait_mesh,
+    three_nodes_one_room,
 )
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
 
 async def test_a_killed_node_catches_up_on_what_it_missed(processes: Processes) -> None:
-    anchor = start_anchor(processes)
-    homes = {n: init_home(processes, n) for n in ("alpha", "beta", "gamma")}
-    nodes = {n: run_node(processes, h, anchor) for n, h in homes.items()}
-    wait_mesh(nodes.values())
-    alice = await user(nodes["alpha"], "alice")
-    bob = await user(nodes["beta"], "bob")
-    carol = await user(nodes["gamma"], "carol")
+    trio = await three_nodes_one_room(processes, "Crash")
+    homes, nodes, room = trio.homes, trio.nodes, trio.room
+    alice, bob, carol = trio.clients
     try:
-        room = await create_room(alice, preset=RoomPreset.public_chat, name="Crash")
-        await join(bob, room)
-        await join(carol, room)
         await say(carol, room, "carol was here")
 
         async def everyone_joined() -> bool:
@@ -59,7 +47,7 @@ async def test_a_killed_node_catches_up_on_what_it_missed(processes: Processes) 
         kill9(nodes["gamma"])
         await talking
         await carol.close()
-        nodes["gamma"] = run_node(processes, homes["gamma"], anchor)
+        nodes["gamma"] = run_node(processes, homes["gamma"], trio.anchor)
         carol.homeserver = nodes["gamma"].url
 
         async def gamma_has_everything() -> bool:
@@ -74,5 +62,4 @@ async def test_a_killed_node_catches_up_on_what_it_missed(processes: Processes) 
         assert all(v["state"] == views[0]["state"] for v in views)  # type: ignore[index]
         assert all(set(v["events"]) == set(views[0]["events"]) for v in views)  # type: ignore[index]
     finally:
-        for client in (alice, bob, carol):
-            await client.close()
+        await trio.close()

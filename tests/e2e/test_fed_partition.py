@@ -32,7 +32,7 @@ import asyncio
 from typing import Any
 
 import pytest
-from nio import RoomPreset, RoomPutStateResponse
+from nio import ErrorResponse, RoomPreset, RoomPutStateResponse
 
 from tests.e2e.conftest import Processes, cis_node
 from tests.e2e.fed import (
@@ -83,10 +83,6 @@ async def test_partition_and_heal_converge_on_the_predicted_state(processes: Pro
     alpha, beta, gamma = nodes
     wait_mesh(nodes)
     dids = {n.name: n.did for n in nodes}
-    for node in nodes:  # full participation (level 2): power above 0 for each other's users
-        for other in nodes:
-            if other is not node:
-                trust(node, dids[other.name], 2)
     alice, bob = await user(alpha, "alice"), await user(beta, "bob")
     carol, dave = await user(gamma, "carol"), await user(gamma, "dave")
     clients = (alice, bob, carol, dave)
@@ -95,6 +91,14 @@ async def test_partition_and_heal_converge_on_the_predicted_state(processes: Pro
         for client in (bob, carol, dave):
             await join(client, room)
         pl1 = levels({alice.user_id: 100, carol.user_id: 90})
+        # At the default trust (level 1) gamma's users get power level 0 in alpha's rooms.
+        refused = await alice.room_put_state(room, "m.room.power_levels", pl1)
+        assert isinstance(refused, ErrorResponse) and refused.status_code == "M_FORBIDDEN"
+        assert "trust level 1" in refused.message
+        for node in nodes:  # full participation (level 2): power above 0 for each other's users
+            for other in nodes:
+                if other is not node:
+                    trust(node, dids[other.name], 2)
         await put(alice, room, "m.room.power_levels", pl1)
 
         async def pl1_everywhere() -> bool:

@@ -5,20 +5,15 @@ it catches up on what was said after the backup, and its users talk again."""
 from __future__ import annotations
 
 import pytest
-from nio import RoomPreset
 
 from tests.e2e.conftest import Processes, cis_node
 from tests.e2e.fed import (
     bodies,
-    create_room,
     eventually,
-    init_home,
-    join,
     kill9,
     run_node,
     say,
-    start_anchor,
-    user,
+    three_nodes_one_room,
     wait_mesh,
 )
 
@@ -26,17 +21,10 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
 
 async def test_a_node_restored_from_a_backup_on_a_new_port_rejoins(processes: Processes) -> None:
-    anchor = start_anchor(processes)
-    homes = {n: init_home(processes, n) for n in ("alpha", "beta", "gamma")}
-    nodes = {n: run_node(processes, h, anchor) for n, h in homes.items()}
-    wait_mesh(nodes.values())
-    alice = await user(nodes["alpha"], "alice")
-    bob = await user(nodes["beta"], "bob")
-    carol = await user(nodes["gamma"], "carol")
+    trio = await three_nodes_one_room(processes, "Restore")
+    homes, nodes, room = trio.homes, trio.nodes, trio.room
+    alice, bob, carol = trio.clients
     try:
-        room = await create_room(alice, preset=RoomPreset.public_chat, name="Restore")
-        await join(bob, room)
-        await join(carol, room)
         await say(carol, room, "before the backup")
 
         async def everywhere() -> bool:
@@ -55,7 +43,7 @@ async def test_a_node_restored_from_a_backup_on_a_new_port_rejoins(processes: Pr
         restored_home = processes.tmp / "new-machine" / "gamma"
         result = cis_node("restore", "--home", str(restored_home), str(backup), timeout=60)
         assert result.returncode == 0, result.stderr
-        nodes["gamma"] = run_node(processes, restored_home, anchor)
+        nodes["gamma"] = run_node(processes, restored_home, trio.anchor)
         assert nodes["gamma"].url != old_url
         wait_mesh(nodes.values())
         await carol.close()
@@ -77,5 +65,4 @@ async def test_a_node_restored_from_a_backup_on_a_new_port_rejoins(processes: Pr
         assert all(v["state"] == views[0]["state"] for v in views)  # type: ignore[index]
         assert all(set(v["events"]) == set(views[0]["events"]) for v in views)  # type: ignore[index]
     finally:
-        for client in (alice, bob, carol):
-            await client.close()
+        await trio.close()

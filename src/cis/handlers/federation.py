@@ -363,24 +363,25 @@ class FederationService:
         self.send_pdu(event, servers)
 
     def send_pdu(self, event: Event, servers: Iterable[str]) -> None:
-        if self.outbound is None:
-            return
-        for server in sorted(set(servers)):
-            if server == self.server_name or self.server_level(server) <= 0:
-                continue
-            did = self.did_of_server(server)
-            if did is not None:
+        if self.outbound is not None:
+            for did in self._recipients(servers):
                 self.outbound.enqueue_pdu(did, event.canonical_bytes)
 
     def send_edu(self, servers: Iterable[str], edu: pb.Edu) -> None:
-        if self.outbound is None:
-            return
+        if self.outbound is not None:
+            for did in self._recipients(servers):
+                self.outbound.enqueue_edu(did, edu)
+
+    def _recipients(self, servers: Iterable[str]) -> list[Did]:
+        """The DIDs of ``servers`` other than this one, skipping those at trust level 0."""
+        out = []
         for server in sorted(set(servers)):
             if server == self.server_name or self.server_level(server) <= 0:
                 continue
             did = self.did_of_server(server)
             if did is not None:
-                self.outbound.enqueue_edu(did, edu)
+                out.append(did)
+        return out
 
     # ------------------------------------------------------------------ receiving
 

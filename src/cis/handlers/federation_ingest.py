@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -405,22 +406,7 @@ class Ingest:
 
     def _signed_by(self, event: Event) -> Callable[[str], bool]:
         """Rule 4.2: whether ``event`` carries a valid signature by a server."""
-
-        def signed_by(server: str) -> bool:
-            signatures = event.signatures.get(server) or {}
-            for key_id in self._keys.key_ids(server):
-                verify_key = self._keys.verify_key(server, key_id)
-                if key_id in signatures and verify_key is not None:
-                    try:
-                        verify_event_signature(
-                            event.room_version, event.to_pdu(), server, key_id, verify_key
-                        )
-                    except SignatureError:
-                        return False
-                    return True
-            return False
-
-        return signed_by
+        return functools.partial(self._keys.signed_by, event)
 
     # ------------------------------------------------------------------ current state
 

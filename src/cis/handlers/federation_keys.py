@@ -38,6 +38,7 @@ from cis.identity.keys import NodeIdentity, matrix_verify_key
 from cis.identity.names import node_id_of_server_name, server_name_for
 from cis.ids import Did, DidKey, NodeId
 from cis.log import get_logger
+from cis.matrix import Event, SignatureError, verify_event_signature
 from cis.storage import federation as fed_store
 from cis.storage.database import Database
 
@@ -129,6 +130,23 @@ class KeyRing:
     def key_ids(self, server_name: str) -> list[str]:
         known = self._servers.get(server_name)
         return [known.key_id] if known is not None else []
+
+    def signed_by(self, event: Event, server_name: str) -> bool:
+        """Whether ``event`` carries a valid signature by ``server_name`` under a key this
+        node believes (auth rule 4.2, and receipt's first check)."""
+        signatures = event.signatures.get(server_name) or {}
+        for key_id in self.key_ids(server_name):
+            verify_key = self.verify_key(server_name, key_id)
+            if verify_key is None or key_id not in signatures:
+                continue
+            try:
+                verify_event_signature(
+                    event.room_version, event.to_pdu(), server_name, key_id, verify_key
+                )
+            except SignatureError:
+                return False
+            return True
+        return False
 
     def own_document(self) -> bytes:
         from cis.federation.keys import build_server_keys

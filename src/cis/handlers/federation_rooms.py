@@ -59,14 +59,12 @@ from cis.matrix import (
     AuthError,
     Event,
     InvalidPdu,
-    SignatureError,
     build_event,
     canonical_json,
     check_auth,
     parse_pdu,
     prepare_pdu,
     sign_event,
-    verify_event_signature,
 )
 from cis.matrix.errors import InvalidJson
 from cis.matrix.room_versions import SUPPORTED_ROOM_VERSIONS
@@ -600,17 +598,4 @@ class RemoteRooms:
             return None
 
     def _signed_by(self, event: Event, server: str) -> bool:
-        keys = self._service.keys
-        signatures = event.signatures.get(server) or {}
-        for key_id in keys.key_ids(server):
-            verify_key = keys.verify_key(server, key_id)
-            if verify_key is None or key_id not in signatures:
-                continue
-            try:
-                verify_event_signature(
-                    event.room_version, event.to_pdu(), server, key_id, verify_key
-                )
-            except SignatureError:
-                return False
-            return True
-        return False
+        return self._service.keys.signed_by(event, server)

@@ -38,7 +38,9 @@ class Loopback:
     tamper: Callable[[str, bytes], bytes] | None = None
     calls: list[str] = field(default_factory=list)
     trust: int = 1
-    """The level each node trusts the other at (1: admitted read-only)."""
+    """The level each node's skills are told it trusts the other at (1: admitted read-only).
+    The nodes' own default trust is 2, so federation's policy lets the local ``admit`` command
+    raise beta to 50 later in the test."""
 
     def transport(self, caller: str) -> Endpoint:
         return Endpoint(self, caller)

@@ -13,8 +13,10 @@
   (``repos/REPO@HOME.git``): a fetch or clone first brings the replica up to date from the home
   node (``peer``), then is served from it (from the replica alone, with a warning, when the home
   node cannot be reached); a push is received here and carried to the home node, whose
-  compare-and-swap decides (``cis: home node HOME unreachable`` when it cannot be reached). On
-  each push event of a repository room it holds, a replica fetches what it lacks.
+  compare-and-swap decides (``cis: home node HOME unreachable`` when it cannot be reached).
+  Before each, this node asks the home node to admit it (peer method ``admit``: power 0 at
+  trust level 1, 50 at level 2) and joins the repository room once; on each push event of a
+  repository room it holds, a replica fetches what it lacks.
 
 Configuration (``[skills.git]``): ``max_input_size`` (bytes, git's ``receive.maxInputSize``;
 0 means no limit), ``max_sessions`` (git operations served at once, default 16).

@@ -82,6 +82,7 @@ if TYPE_CHECKING:
     from cis.federation import TunnelManager
     from cis.handlers.federation import FederationService
     from cis.handlers.federation_admin import FederationAdmin
+    from cis.handlers.federation_rooms import RemoteRooms
     from cis.skills.host import SkillHost
 
 __all__ = ["Node", "NodeStartFailed", "NodeStorage", "read_runtime_file"]
@@ -435,6 +436,7 @@ class NodeFederation:
         self.service: FederationService | None = None
         self.manager: TunnelManager | None = None
         self.admin: FederationAdmin | None = None
+        self.rooms: RemoteRooms | None = None
         self._anchors: list[AnchorClient] = []
         self._anchor_tasks: list[asyncio.Task[None]] = []
 
@@ -470,7 +472,7 @@ class NodeFederation:
             on_memberships=lambda _room, users: watcher.memberships_changed(users),
             catchup_interval=config.catchup_interval,
         )
-        rooms = RemoteRooms(
+        rooms = self.rooms = RemoteRooms(
             service, identity=identity, accounts=stores.accounts, node_db=db,
             positions=storage.positions, clock=clock,
         )  # fmt: skip
@@ -608,6 +610,12 @@ class Node:
         except BaseException:
             sock.close()
             raise
+        if self.federation.service is not None:
+            from cis.skills.transport import TunnelPeerTransport
+
+            peers = TunnelPeerTransport(self.federation.service)
+            peers.attach(self.skills)  # skills on other nodes call this node's skills
+            self.skills.set_peer_transport(peers)
         app = create_app(
             status=status, admin=admin, admin_token=admin_token, users=self.client.users,
             federation=self.federation.admin, skills=self.skills,
@@ -668,7 +676,9 @@ class Node:
         creator = self.client.creator
         return SkillHost(
             home=self.home, identity=storage.identity, rooms=storage.rooms, settings=settings,
-            clock=storage.clock, gateway=CreatorGateway(creator) if creator is not None else None,
+            clock=storage.clock,
+            gateway=CreatorGateway(creator, lambda: self.federation.rooms)
+            if creator is not None else None,
         )  # fmt: skip
 
     def _write_runtime_file(self) -> None:

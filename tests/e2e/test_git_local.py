@@ -1,5 +1,5 @@
 """The Git skill with the real ``git`` binary against a real ``cis-node run``: push, clone,
-fetch, refusals, races and limits, all on one node (the cross-node cases need federation)."""
+fetch, refusals, races and limits, all on one node (across nodes: ``test_git_federated``)."""
 
 from __future__ import annotations
 
@@ -11,72 +11,20 @@ import sqlite3
 import subprocess
 import sys
 import time
-import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from dulwich.object_store import DiskObjectStore
 
 from tests.e2e.conftest import Processes, RunningNode, cis_node
+from tests.e2e.git_helpers import Git, explode_and_corrupt, git_env
 from tests.skills.helpers import start_node
 
 pytestmark = pytest.mark.e2e
 
 BIN = Path(sys.executable).parent
 MAX_INPUT = 300_000
-
-
-@dataclass
-class Git:
-    env: dict[str, str]
-
-    def __call__(
-        self, *args: str, cwd: Path, check: bool = True
-    ) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run(
-            ["git", *args], cwd=cwd, env=self.env, capture_output=True, text=True, timeout=120,
-            check=False,
-        )  # fmt: skip
-        if check and done.returncode != 0:
-            raise AssertionError(f"git {' '.join(args)} failed:\n{done.stderr}")
-        return done
-
-    def popen(self, *args: str, cwd: Path) -> subprocess.Popen[str]:
-        return subprocess.Popen(
-            ["git", *args], cwd=cwd, env=self.env, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
-
-    def refs(self, repo: Path) -> dict[str, str]:
-        out = self("show-ref", "--head", cwd=repo, check=False).stdout
-        return {name: sha for sha, name in (line.split() for line in out.splitlines())}
-
-    def remote_refs(self, url: str, cwd: Path) -> dict[str, str]:
-        out = self("ls-remote", url, cwd=cwd).stdout
-        pairs = (line.split() for line in out.splitlines())
-        return {name: sha for sha, name in pairs if not name.endswith("^{}")}
-
-    def commit(self, repo: Path, name: str, content: str = "") -> str:
-        (repo / name).write_text(content or f"{name}\n")
-        self("add", name, cwd=repo)
-        self("commit", "-q", "-m", f"add {name}", cwd=repo)
-        return self("rev-parse", "HEAD", cwd=repo).stdout.strip()
-
-
-def git_env(home: Path, tmp: Path) -> dict[str, str]:
-    return {
-        **os.environ,
-        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-        "CIS_HOME": str(home),
-        "HOME": str(tmp),
-        "GIT_CONFIG_NOSYSTEM": "1",
-        "GIT_AUTHOR_NAME": "Ada", "GIT_AUTHOR_EMAIL": "ada@example.org",
-        "GIT_COMMITTER_NAME": "Ada", "GIT_COMMITTER_EMAIL": "ada@example.org",
-        "GIT_TERMINAL_PROMPT": "0",
-    }  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -233,23 +181,6 @@ def test_a_push_that_lost_the_race_is_told_fetch_first(node: RunningNode, tmp_pa
     assert git.remote_refs(url, tmp_path)["refs/heads/main"] == theirs
 
 
-def _explode_and_corrupt(objects: Path, victim: str, raw: bytes) -> None:
-    """Unpack every object of the store into loose objects, then replace ``victim``'s with
-    ``raw`` (a valid loose object whose content does not hash to its name)."""
-    store = DiskObjectStore(str(objects))
-    everything = [store[sha] for sha in list(iter(store))]
-    store.close()
-    for pack_file in (objects / "pack").iterdir():
-        pack_file.unlink()
-    loose = DiskObjectStore(str(objects))
-    for obj in everything:
-        loose.add_object(obj)
-    loose.close()
-    path = objects / victim[:2] / victim[2:]
-    path.chmod(0o644)
-    path.write_bytes(zlib.compress(raw))
-
-
 def test_an_object_corrupted_in_the_store_is_refused(node: RunningNode, tmp_path: Path) -> None:
     git = Git(git_env(node.home, tmp_path))
     url = "cis://alpha/corrupt"
@@ -260,7 +191,7 @@ def test_an_object_corrupted_in_the_store_is_refused(node: RunningNode, tmp_path
     git("push", "-q", url, "main", cwd=origin)
     victim = git("rev-parse", "HEAD:two", cwd=origin).stdout.strip()
     objects = node.home / "skills" / "git" / "repos" / "corrupt.git" / "objects"
-    _explode_and_corrupt(objects, victim, b"blob 16\0second contenT\n")  # one byte off
+    explode_and_corrupt(objects, victim, b"blob 16\0second contenT\n")  # one byte off
     cloned = git("clone", url, str(tmp_path / "clone"), cwd=tmp_path, check=False)
     # The node streams the stored bytes; git's index-pack computes every object id and finds
     # the one it was promised missing.
@@ -321,7 +252,7 @@ def test_without_the_git_binary_the_node_serves_with_dulwich_alone(
     # dulwich checks every object it reads: a damaged store is refused by the node itself.
     victim = git("rev-parse", "HEAD:file1", cwd=origin).stdout.strip()
     objects = node_home / "skills" / "git" / "repos" / "pure.git" / "objects"
-    _explode_and_corrupt(objects, victim, b"blob 6\0fileX\n")
+    explode_and_corrupt(objects, victim, b"blob 6\0fileX\n")
     damaged = git("clone", url, str(tmp_path / "again"), cwd=tmp_path, check=False)
     assert damaged.returncode != 0
     assert "repository pure is damaged on alpha (ChecksumMismatch)" in damaged.stderr

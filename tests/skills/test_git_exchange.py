@@ -37,6 +37,10 @@ class Loopback:
     down: set[str] = field(default_factory=set)
     tamper: Callable[[str, bytes], bytes] | None = None
     calls: list[str] = field(default_factory=list)
+    trust: int = 1
+    """The level each node's skills are told it trusts the other at (1: admitted read-only).
+    The nodes' own default trust is 2, so federation's policy lets the local ``admit`` command
+    raise beta to 50 later in the test."""
 
     def transport(self, caller: str) -> Endpoint:
         return Endpoint(self, caller)
@@ -54,6 +58,9 @@ class Endpoint:
         net.calls.append(f"{self.caller}->{node_id}:{method}")
         answer = await net.hosts[node_id].handle_peer_call(self.caller, skill, method, bytes(body))
         return net.tamper(method, answer) if net.tamper is not None else answer
+
+    def trust_level(self, node_id: str) -> int:
+        return self.net.trust
 
 
 @dataclass
@@ -106,7 +113,11 @@ async def start(tmp: Path, name: str, net: Loopback) -> Node:
     home.root.mkdir()
     initialise_home(home, NodeIdentity.generate(name), 0)
     write_admin_token(home)
-    config = load_config(home, flags={"--listen": "127.0.0.1:0"}, environ={"CIS_SKILLS": "git"})
+    config = load_config(
+        home,
+        flags={"--listen": "127.0.0.1:0"},
+        environ={"CIS_SKILLS": "git", "CIS_DEFAULT_TRUST": "2"},
+    )
     node = Node(home, config)
     await node.start()
     host = node.skills
@@ -142,8 +153,8 @@ async def test_clone_push_and_fetch_through_another_node(pair: Pair) -> None:
     alpha_host = alpha.skills
     assert alpha_host is not None
 
-    # Clone on beta (beta replicates from alpha, then serves from its replica): reading a
-    # federated repository needs no admission.
+    # Clone on beta (beta asks alpha to admit it, which at trust level 1 gives power 0, then
+    # replicates from alpha and serves from its replica).
     clone = tmp / "clone-b"
     await pair.git(beta, "clone", "-q", URL, str(clone), cwd=tmp)
     await pair.git(beta, "fsck", "--strict", cwd=clone)

@@ -1,4 +1,4 @@
-"""``cis-node memory set|get|list|delete|search``: the node's memories (the memory skill).
+"""``cis-node memory set|get|list|delete|search|join``: the node's memories (the memory skill).
 
 Private memories stay in ``skills/memory.db``; ``--public`` ones are state events of the
 federated room ``!memory:{node_id}.cis.local`` (``--node N``: the memory room of node N, joined
@@ -94,6 +94,16 @@ def delete_memory(home: Home, key: str, public: bool, node: str | None) -> int:
         args["node"] = node
     _call(home, "delete", args)
     click.echo(f"deleted {key}")
+    return 0
+
+
+@command.command("join")
+@home_option
+@click.argument("node")
+def join_memories(home: Home, node: str) -> int:
+    """Follow NODE's public memories (NODE admits this node by its trust in it)."""
+    joined = _call(home, "join", {"node": node})
+    click.echo(f"joined {joined['room_id']} ({joined['memories']} memories)")
     return 0
 
 

@@ -586,6 +586,7 @@ class Request(_message.Message):
     KEY_CLAIM_FIELD_NUMBER: _builtins.int
     SERVER_KEYS_FIELD_NUMBER: _builtins.int
     USER_DEVICES_FIELD_NUMBER: _builtins.int
+    SKILL_CALL_FIELD_NUMBER: _builtins.int
     id: _builtins.int
     """chosen by the requester, unique among its requests to this peer"""
     @_builtins.property
@@ -620,6 +621,8 @@ class Request(_message.Message):
     def server_keys(self) -> Global___ServerKeysQuery: ...
     @_builtins.property
     def user_devices(self) -> Global___UserDevices: ...
+    @_builtins.property
+    def skill_call(self) -> Global___SkillCall: ...
     def __init__(
         self,
         *,
@@ -638,12 +641,13 @@ class Request(_message.Message):
         key_claim: Global___JsonBody | None = ...,
         server_keys: Global___ServerKeysQuery | None = ...,
         user_devices: Global___UserDevices | None = ...,
+        skill_call: Global___SkillCall | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["backfill", b"backfill", "get_events", b"get_events", "get_extremities", b"get_extremities", "get_missing_events", b"get_missing_events", "get_state_ids", b"get_state_ids", "invite", b"invite", "key_claim", b"key_claim", "key_query", b"key_query", "kind", b"kind", "make_join", b"make_join", "make_leave", b"make_leave", "send_join", b"send_join", "send_leave", b"send_leave", "server_keys", b"server_keys", "user_devices", b"user_devices"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["backfill", b"backfill", "get_events", b"get_events", "get_extremities", b"get_extremities", "get_missing_events", b"get_missing_events", "get_state_ids", b"get_state_ids", "invite", b"invite", "key_claim", b"key_claim", "key_query", b"key_query", "kind", b"kind", "make_join", b"make_join", "make_leave", b"make_leave", "send_join", b"send_join", "send_leave", b"send_leave", "server_keys", b"server_keys", "skill_call", b"skill_call", "user_devices", b"user_devices"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["backfill", b"backfill", "get_events", b"get_events", "get_extremities", b"get_extremities", "get_missing_events", b"get_missing_events", "get_state_ids", b"get_state_ids", "id", b"id", "invite", b"invite", "key_claim", b"key_claim", "key_query", b"key_query", "kind", b"kind", "make_join", b"make_join", "make_leave", b"make_leave", "send_join", b"send_join", "send_leave", b"send_leave", "server_keys", b"server_keys", "user_devices", b"user_devices"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backfill", b"backfill", "get_events", b"get_events", "get_extremities", b"get_extremities", "get_missing_events", b"get_missing_events", "get_state_ids", b"get_state_ids", "id", b"id", "invite", b"invite", "key_claim", b"key_claim", "key_query", b"key_query", "kind", b"kind", "make_join", b"make_join", "make_leave", b"make_leave", "send_join", b"send_join", "send_leave", b"send_leave", "server_keys", b"server_keys", "skill_call", b"skill_call", "user_devices", b"user_devices"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["get_extremities", "get_events", "backfill", "get_missing_events", "get_state_ids", "make_join", "send_join", "invite", "make_leave", "send_leave", "key_query", "key_claim", "server_keys", "user_devices"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["get_extremities", "get_events", "backfill", "get_missing_events", "get_state_ids", "make_join", "send_join", "invite", "make_leave", "send_leave", "key_query", "key_claim", "server_keys", "user_devices", "skill_call"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
@@ -980,6 +984,38 @@ class UserDevices(_message.Message):
 Global___UserDevices: _TypeAlias = UserDevices  # noqa: Y015
 
 @_typing.final
+class SkillCall(_message.Message):
+    """A call from a skill to the same skill on the receiving node (docs/skills.md "Between
+    nodes"). The body is the skill's own encoding (cis.skills.peers: a 4-byte big-endian header
+    length, a canonical JSON header, payload bytes); the frame limit bounds it.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SKILL_FIELD_NUMBER: _builtins.int
+    METHOD_FIELD_NUMBER: _builtins.int
+    BODY_FIELD_NUMBER: _builtins.int
+    skill: _builtins.str
+    """[a-z][a-z0-9_]{0,31}"""
+    method: _builtins.str
+    """the skill's peer method"""
+    body: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        skill: _builtins.str = ...,
+        method: _builtins.str = ...,
+        body: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "method", b"method", "skill", b"skill"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SkillCall: _TypeAlias = SkillCall  # noqa: Y015
+
+@_typing.final
 class Response(_message.Message):
     """---------------------------------------------------------------- responses"""
 
@@ -999,6 +1035,7 @@ class Response(_message.Message):
     KEY_CLAIM_FIELD_NUMBER: _builtins.int
     SERVER_KEYS_FIELD_NUMBER: _builtins.int
     USER_DEVICES_FIELD_NUMBER: _builtins.int
+    SKILL_CALL_FIELD_NUMBER: _builtins.int
     id: _builtins.int
     """the Request.id answered"""
     @_builtins.property
@@ -1029,6 +1066,8 @@ class Response(_message.Message):
     def server_keys(self) -> Global___ServerKeysResponse: ...
     @_builtins.property
     def user_devices(self) -> Global___JsonBody: ...
+    @_builtins.property
+    def skill_call(self) -> Global___SkillReply: ...
     def __init__(
         self,
         *,
@@ -1046,12 +1085,13 @@ class Response(_message.Message):
         key_claim: Global___JsonBody | None = ...,
         server_keys: Global___ServerKeysResponse | None = ...,
         user_devices: Global___JsonBody | None = ...,
+        skill_call: Global___SkillReply | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "events", b"events", "extremities", b"extremities", "invite", b"invite", "key_claim", b"key_claim", "key_query", b"key_query", "kind", b"kind", "make_join", b"make_join", "make_leave", b"make_leave", "send_join", b"send_join", "send_leave", b"send_leave", "server_keys", b"server_keys", "state_ids", b"state_ids", "user_devices", b"user_devices"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "events", b"events", "extremities", b"extremities", "invite", b"invite", "key_claim", b"key_claim", "key_query", b"key_query", "kind", b"kind", "make_join", b"make_join", "make_leave", b"make_leave", "send_join", b"send_join", "send_leave", b"send_leave", "server_keys", b"server_keys", "skill_call", b"skill_call", "state_ids", b"state_ids", "user_devices", b"user_devices"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "events", b"events", "extremities", b"extremities", "id", b"id", "invite", b"invite", "key_claim", b"key_claim", "key_query", b"key_query", "kind", b"kind", "make_join", b"make_join", "make_leave", b"make_leave", "send_join", b"send_join", "send_leave", b"send_leave", "server_keys", b"server_keys", "state_ids", b"state_ids", "user_devices", b"user_devices"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "events", b"events", "extremities", b"extremities", "id", b"id", "invite", b"invite", "key_claim", b"key_claim", "key_query", b"key_query", "kind", b"kind", "make_join", b"make_join", "make_leave", b"make_leave", "send_join", b"send_join", "send_leave", b"send_leave", "server_keys", b"server_keys", "skill_call", b"skill_call", "state_ids", b"state_ids", "user_devices", b"user_devices"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["error", "extremities", "events", "state_ids", "make_join", "send_join", "invite", "make_leave", "send_leave", "key_query", "key_claim", "server_keys", "user_devices"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["error", "extremities", "events", "state_ids", "make_join", "send_join", "invite", "make_leave", "send_leave", "key_query", "key_claim", "server_keys", "user_devices", "skill_call"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
@@ -1230,6 +1270,26 @@ class ServerKeysResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ServerKeysResponse: _TypeAlias = ServerKeysResponse  # noqa: Y015
+
+@_typing.final
+class SkillReply(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BODY_FIELD_NUMBER: _builtins.int
+    body: _builtins.bytes
+    """the answering skill's body; a refusal is a header holding "error" """
+    def __init__(
+        self,
+        *,
+        body: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SkillReply: _TypeAlias = SkillReply  # noqa: Y015
 
 @_typing.final
 class Empty(_message.Message):

@@ -515,10 +515,12 @@ class FederationService:
                 p for e in fetched.values() for p in e.prev_events
                 if p not in fetched and p not in held
             }  # fmt: skip
-            if frontier and pre:
-                for p in list(frontier):
-                    if p in pre:
-                        fetched[p] = pre.pop(p)
+            found_in_pre = [p for p in frontier if p in pre]
+            if found_in_pre:
+                # Ancestors the join already brought: take them, then look again. (Only when
+                # some were found: a frontier of other events is fetched below.)
+                for p in found_in_pre:
+                    fetched[p] = pre.pop(p)
                 continue
             if frontier and store_exists:
                 found = await self.ingest.held(room_id, frontier)

@@ -221,7 +221,10 @@ class RemoteRooms:
         if not self._signed_by(event, peer.server_name):
             raise RemoteError("M_FORBIDDEN", "the invite is not signed by its sender's server")
         user = await self._accounts.get_user(UserId(target))
-        if user is None or user.system:
+        # Of the system users only the sovereign user may be invited: skills join the rooms of
+        # other nodes as it (a repository room to replicate, docs/skills.md).
+        sovereign = target == self._identity.system_user_id
+        if user is None or (user.system and not sovereign):
             raise RemoteError("M_NOT_FOUND", "unknown user")
         signed_pdu = sign_event(
             body.room_version, event.to_pdu(), self.server_name, self._identity.key_id,

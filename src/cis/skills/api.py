@@ -328,6 +328,17 @@ class NodeSkillApi:
             lambda: self._host.call_peer(self._rt, node_id, method, header, bytes(payload))
         )
 
+    def peer_trust(self, node_id: str) -> int:
+        self._check()
+        return self._host.peer_trust(node_id)
+
+    async def invite(self, room_id: RoomId, user_id: str) -> None:
+        await self._on_node(lambda: self._host.invite(self._rt, room_id, user_id))
+
+    async def join_room(self, room_id: RoomId, via: Sequence[str] = ()) -> None:
+        nodes = tuple(via)
+        await self._on_node(lambda: self._host.join_room(self._rt, room_id, nodes))
+
 
 def _check_type(event_type: object) -> None:
     if (

@@ -379,6 +379,23 @@ class SkillApi(Protocol):
         when that node cannot be reached; ``CommandError`` with the peer's refusal."""
         ...
 
+    def peer_trust(self, node_id: str) -> int:
+        """The trust level this node gives node ``node_id`` (federation's: 0 nothing crosses,
+        1 read, 2 read and write; 0 when this node does not federate)."""
+        ...
+
+    async def invite(self, room_id: RoomId, user_id: str) -> None:
+        """Invite ``user_id`` (e.g. another node's sovereign user) to one of the skill's rooms,
+        as the sovereign user; another node's user is invited through that node, which
+        countersigns. Already invited or joined: nothing happens."""
+        ...
+
+    async def join_room(self, room_id: RoomId, via: Sequence[str] = ()) -> None:
+        """Join a room of another node owned by this skill there (the sovereign user, through
+        the nodes ``via`` then the room's own), then deliver its events like a watched room.
+        ``SkillUnavailable`` when it cannot be joined now."""
+        ...
+
 
 class Skill(Protocol):
     """A plugin. Instantiated once per node start with no arguments."""

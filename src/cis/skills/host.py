@@ -32,7 +32,9 @@ from typing import Any, Final, TypeVar
 from cis.clock import Clock
 from cis.home import Home
 from cis.identity import NodeIdentity
-from cis.ids import DeviceId, EventId, RoomId
+from cis.identity.errors import InvalidName
+from cis.identity.names import server_name_for, validate_node_name
+from cis.ids import DeviceId, EventId, RoomId, UserId
 from cis.log import get_logger
 from cis.matrix import DEFAULT_ROOM_VERSION, Event, parse_pdu
 from cis.skills.api import CURRENT_DELIVERY, Delivery, HostedSkillDatabase, NodeSkillApi
@@ -748,6 +750,36 @@ class SkillHost:
             raise CommandError(f"node {node_id}: {str(reply['error'])[:300]}")
         return reply, data
 
+    def peer_trust(self, node_id: str) -> int:
+        return self._peers.trust_level(node_id) if self._peers is not None else 0
+
+    async def invite(self, rt: _Runtime, room_id: str, user_id: str) -> None:
+        rid = self._room_of(rt, room_id)
+        if self._gateway is None:
+            raise SkillUnavailable("inviting needs the node's event creation")
+        if not _is_user_id(user_id):
+            raise SkillError(f"not a user id: {user_id[:80]!r}")
+        await self._gateway.invite(rid, self.identity.system_user_id, UserId(user_id))
+
+    async def join_room(self, rt: _Runtime, room_id: str, via: Sequence[str]) -> None:
+        if not room_id.startswith("!") or ":" not in room_id or len(room_id) > 255:
+            raise SkillError(f"not a room id: {room_id[:80]!r}")
+        rid = RoomId(room_id)
+        if self._gateway is None:
+            raise SkillUnavailable("joining needs the node's event creation")
+        try:
+            servers = [server_name_for(validate_node_name(n)) for n in via]
+        except InvalidName as exc:
+            raise SkillError(str(exc)) from None
+        await self._gateway.join(rid, self.identity.system_user_id, servers)
+        store = await self._rooms.get(rid)
+        create = await store.state_event("m.room.create", "") if store is not None else None
+        owner = create.content.get(SKILL_CREATE_KEY) if create is not None else None
+        if owner != rt.name:
+            raise SkillError(f"room {room_id} does not belong to skill {rt.name}")
+        self._scanned.add(rid)
+        await self.watch_room(rt, rid)
+
     async def handle_peer_call(self, caller: str, skill: str, method: str, body: bytes) -> bytes:
         """A call from ``skill`` on node ``caller`` (authenticated by the transport)."""
         try:
@@ -795,6 +827,15 @@ class SkillHost:
                 )
             )
         return out
+
+
+def _is_user_id(value: object) -> bool:
+    return (
+        isinstance(value, str)
+        and value.startswith("@")
+        and ":" in value
+        and len(value.encode("utf-8")) <= 255
+    )
 
 
 def vars_of(counters: SkillCounters) -> dict[str, int]:

@@ -5,17 +5,14 @@ One call carries a body each way: a 4-byte big-endian length, a header (a JSON o
 encoding), then payload bytes (at most ``MAX_PEER_PAYLOAD``). An answer whose header holds
 ``"error"`` is the peer's refusal, raised to the caller as ``CommandError``.
 
-``PeerTransport`` is what federation provides: ``call(node_id, skill, method, body) -> body``
-on the caller's side, and ``SkillHost.handle_peer_call(caller, skill, method, body)`` on the
-callee's. Over the tunnels it is one ``TunnelManager.request``/``respond`` per call, in a
-request kind of its own (proposed for ``wire.proto``)::
-
-    message SkillCall  { string skill = 1; string method = 2; bytes body = 3; }  // Request 24
-    message SkillReply { bytes body = 1; }                                       // Response 24
-
-so a call and its answer each fit in one frame (1 MiB) and the tunnel's reliability, ordering
-and trust apply to them as to any request. Until federation wires a transport, ``call_peer``
-raises ``SkillUnavailable`` ("node N unreachable").
+``PeerTransport`` is the seam: ``call(node_id, skill, method, body) -> body`` on the caller's
+side, ``SkillHost.handle_peer_call(caller, skill, method, body)`` on the callee's, and
+``trust_level(node_id)`` (what ``SkillApi.peer_trust`` answers). The node wires
+``cis.skills.transport.TunnelPeerTransport``: one ``TunnelManager.request``/``respond`` per
+call, of the request kind ``skill_call`` (``wire.proto``: ``SkillCall``/``SkillReply``), so a
+call and its answer each fit in one frame (1 MiB) and the tunnel's reliability, ordering and
+trust apply to them as to any request. Without a transport ``call_peer`` raises
+``SkillUnavailable`` ("node N unreachable").
 """
 
 from __future__ import annotations
@@ -42,6 +39,10 @@ class PeerTransport(Protocol):
     async def call(self, node_id: str, skill: str, method: str, body: bytes) -> bytes:
         """Deliver one call to ``skill`` on ``node_id`` and return its answer's body; raise
         ``PeerUnreachable`` when the node cannot be reached."""
+        ...
+
+    def trust_level(self, node_id: str) -> int:
+        """The trust level this node gives ``node_id`` (0 nothing, 1 read, 2 read and write)."""
         ...
 
 

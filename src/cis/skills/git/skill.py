@@ -13,8 +13,10 @@
   (``repos/REPO@HOME.git``): a fetch or clone first brings the replica up to date from the home
   node (``peer``), then is served from it (from the replica alone, with a warning, when the home
   node cannot be reached); a push is received here and carried to the home node, whose
-  compare-and-swap decides (``cis: home node HOME unreachable`` when it cannot be reached). On
-  each push event of a repository room it holds, a replica fetches what it lacks.
+  compare-and-swap decides (``cis: home node HOME unreachable`` when it cannot be reached).
+  Before each, this node asks the home node to admit it (peer method ``admit``: power 0 at
+  trust level 1, 50 at level 2) and joins the repository room once; on each push event of a
+  repository room it holds, a replica fetches what it lacks.
 
 Configuration (``[skills.git]``): ``max_input_size`` (bytes, git's ``receive.maxInputSize``;
 0 means no limit), ``max_sessions`` (git operations served at once, default 16).
@@ -38,6 +40,7 @@ from dulwich.errors import (
 
 from cis.ids import RoomId
 from cis.matrix import Event
+from cis.skills.admission import admit_node, join_peer_room, power_for_trust
 from cis.skills.contract import (
     POWER_ADMIN,
     CommandError,
@@ -96,6 +99,7 @@ class GitSkill:
         api.register_command("list", self._list)
         api.register_command("private", self._private)
         api.register_command("admit", self._admit)
+        api.register_peer_method("admit", self._serve_admit)
 
     async def on_event(self, event: Event) -> None:
         """A push event. The home node sent it itself; a replica (this node joined the room of
@@ -154,6 +158,7 @@ class GitSkill:
         which alone moves the refs."""
         key = self.repos.key(home, repo)
         try:
+            await self._become_member(home, repo)
             await self.exchange.replicate(home, repo)
         except SkillUnavailable:
             if service == "git-receive-pack":
@@ -179,6 +184,13 @@ class GitSkill:
             return future.result()
 
         return await asyncio.to_thread(self._receive, key, stream, forward)
+
+    async def _become_member(self, home: str, repo: str) -> None:
+        """Ask the home node to admit this node to the repository room (the power follows its
+        trust in this node), then join it once, so that its push events reach this node's
+        replica. A refusal leaves the replica to be brought up to date by each operation."""
+        room_id = self.api.room_id(repo_room_localpart(repo), home)
+        await join_peer_room(self.api, home, room_id, {"repo": repo})
 
     async def _forward(
         self, home: str, repo: str, store: Any, requests: list[Any]
@@ -291,33 +303,41 @@ class GitSkill:
         return {"repositories": repos}
 
     async def _admit(self, args: Mapping[str, Any]) -> Mapping[str, Any]:
-        """Admit node ``node``'s sovereign user to the repository room: power 0 (it may read,
-        i.e. replicate) or, with ``may_push``, the power of ``io.cis.git.push`` (50). Federation
-        calls this when a node it trusts at level 1 or 2 asks to clone; it invites that user."""
-        try:
-            repo = validate_repo(str(args.get("repo", "")))
-        except InvalidName as exc:
-            raise CommandError(str(exc)) from None
+        """``admit {repo, node, may_push}`` (a local tool): admit node ``node``'s sovereign
+        user to the repository room with power 0 (it may read, i.e. replicate) or, with
+        ``may_push``, the power of ``io.cis.git.push`` (50), and invite it."""
         node = args.get("node")
         if not isinstance(node, str) or not NODE_RE.match(node) or node == self.api.node_id:
             raise CommandError("node must be another node's id")
+        power = POWER_ADMIN if args.get("may_push") else 0
+        return await self._admit_node(args.get("repo"), node, power)
+
+    async def _serve_admit(
+        self, caller: str, header: Mapping[str, Any], _payload: bytes
+    ) -> tuple[Mapping[str, Any], bytes]:
+        """``admit {repo}`` from another node (a clone or push through it): its power in the
+        repository room follows this node's trust in it, 0 at level 1, 50 (may push) at 2."""
+        power = power_for_trust(self.api.peer_trust(caller))
+        answer = await self._admit_node(header.get("repo"), caller, power, lower=False)
+        return answer, b""
+
+    async def _admit_node(
+        self, repo_arg: object, node: str, power: int, *, lower: bool = True
+    ) -> dict[str, Any]:
+        try:
+            repo = validate_repo(str(repo_arg or ""))
+        except InvalidName as exc:
+            raise CommandError(str(exc)) from None
         info = await self.api.database.run_read("git_repo", schema.read_repo, repo)
-        if info is None or info.home_node != self.api.node_id:
+        if info is None or info.home_node != self.api.node_id or info.private:
             raise CommandError(f"no repository {repo} homed on {self.api.node_id}")
-        user = f"@cis:{node}.cis.local"
         try:
             room_id = await self._repo_room(repo)
-            levels = await self.api.get_state(room_id, "m.room.power_levels")
-            content = dict(levels.content) if levels is not None else {}
-            users = dict(content.get("users", {}))
-            users[user] = POWER_ADMIN if args.get("may_push") else 0
-            content["users"] = users
-            await self.api.send_state(room_id, "m.room.power_levels", "", content)
         except SkillDisabled:
             raise
         except SkillError as exc:
             raise CommandError(str(exc)) from None
-        return {"repo": repo, "room_id": room_id, "user": user, "power": users[user]}
+        return {"repo": repo, **await admit_node(self.api, room_id, node, power, lower=lower)}
 
     async def _private(self, args: Mapping[str, Any]) -> Mapping[str, Any]:
         """``cis-node git private REPO [--off]``: stop (or resume) federating the room."""

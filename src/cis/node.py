@@ -441,7 +441,6 @@ class NodeFederation:
         self._anchor_tasks: list[asyncio.Task[None]] = []
 
     async def start(self, bound: ListenAddress) -> None:
-        from cis.anchor.client import AnchorClient, dial_peers
         from cis.federation import TunnelConfig, TunnelManager
         from cis.handlers.federation import FederationService
         from cis.handlers.federation_admin import FederationAdmin
@@ -509,20 +508,23 @@ class NodeFederation:
         await service.start()
         for peer in config.peers:
             manager.add_peer(peer)
-        dial = dial_peers(manager)
+        if config.anchors:  # the anchor client's HTTP stack is imported only when it is used
+            from cis.anchor.client import AnchorClient, dial_peers
 
-        def on_peers(snapshot: PeersSnapshot) -> None:
-            dial(snapshot)
-            for record in snapshot.peers:
-                service.spawn(keys.learn(record.did, record.did_key, "anchor"), "anchor key")
+            dial = dial_peers(manager)
 
-        for url in config.anchors:
-            anchor = AnchorClient(
-                url, identity, endpoints=endpoints, clock=clock, interval=config.anchor_interval,
-                ca_file=config.anchor_ca, on_peers=on_peers,
-            )  # fmt: skip
-            self._anchors.append(anchor)
-            self._anchor_tasks.append(asyncio.create_task(anchor.run(), name=f"anchor {url}"))
+            def on_peers(snapshot: PeersSnapshot) -> None:
+                dial(snapshot)
+                for record in snapshot.peers:
+                    service.spawn(keys.learn(record.did, record.did_key, "anchor"), "anchor key")
+
+            for url in config.anchors:
+                anchor = AnchorClient(
+                    url, identity, endpoints=endpoints, clock=clock,
+                    interval=config.anchor_interval, ca_file=config.anchor_ca, on_peers=on_peers,
+                )  # fmt: skip
+                self._anchors.append(anchor)
+                self._anchor_tasks.append(asyncio.create_task(anchor.run(), name=f"anchor {url}"))
         log.info(
             "federation_started", endpoints=",".join(endpoints), peers=len(config.peers),
             anchors=len(config.anchors), default_trust=config.default_trust,

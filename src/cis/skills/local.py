@@ -80,27 +80,20 @@ def _error_of(response: Any) -> str:
 
 
 def get_json(node: LocalNode, path: str) -> dict[str, Any]:
-    import httpx
-
-    try:
-        response = httpx.get(f"{node.url}{path}", headers=node.headers, timeout=TIMEOUT_S)
-    except httpx.HTTPError:
-        raise NoNodeRunning(node.home) from None
-    if response.status_code != 200:
-        raise LocalCallFailed(_error_of(response))
-    body = response.json()
-    if not isinstance(body, dict):
-        raise LocalCallFailed("the node answered with something other than an object")
-    return body
+    return _request(node, "GET", f"{node.url}{path}", None)
 
 
 def call_command(node: LocalNode, skill: str, command: str, args: dict[str, Any]) -> dict[str, Any]:
     """Run a skill's command on the running node; ``LocalCallFailed`` carries its refusal."""
+    url = f"{node.url}/_cis/admin/v1/skills/{skill}/commands/{command}"
+    return _request(node, "POST", url, args)
+
+
+def _request(node: LocalNode, method: str, url: str, args: dict[str, Any] | None) -> dict[str, Any]:
     import httpx
 
-    url = f"{node.url}/_cis/admin/v1/skills/{skill}/commands/{command}"
     try:
-        response = httpx.post(url, headers=node.headers, json=args, timeout=TIMEOUT_S)
+        response = httpx.request(method, url, headers=node.headers, json=args, timeout=TIMEOUT_S)
     except httpx.HTTPError:
         raise NoNodeRunning(node.home) from None
     if response.status_code != 200:

@@ -515,10 +515,10 @@ class FederationService:
                 p for e in fetched.values() for p in e.prev_events
                 if p not in fetched and p not in held
             }  # fmt: skip
-            if frontier and pre:
-                for p in list(frontier):
-                    if p in pre:
-                        fetched[p] = pre.pop(p)
+            taken = [p for p in frontier if p in pre]
+            if taken:  # what send_join handed over first; ask the peer only for the rest
+                for p in taken:
+                    fetched[p] = pre.pop(p)
                 continue
             if frontier and store_exists:
                 found = await self.ingest.held(room_id, frontier)

@@ -18,6 +18,7 @@ import pytest
 
 from cis.federation import wire_pb2 as pb
 from cis.handlers.federation import FederationService
+from cis.handlers.federation_ingest import POOL_BATCH
 from cis.identity import NodeIdentity
 from cis.ids import EventId, RoomId
 from cis.matrix import build_event, prepare_pdu
@@ -264,3 +265,33 @@ async def test_history_served_to_another_server_respects_visibility(tmp_path: Pa
         opened = await served(shared, [secret[shared]])
         assert opened[secret[shared]]["body"] == "open"
 
+
+async def test_big_batches_are_checked_in_worker_processes_alike(tmp_path: Path) -> None:
+    async with cluster(tmp_path) as c:
+        alpha, beta, alice, _bob, room = await two_nodes_one_room(c, QUIET)
+        identity = alpha.node.storage.identity
+        extremities, state = await view(alpha, room)
+        version = (await service(alpha).cache.get(RoomId(room))).room_version  # type: ignore[union-attr]
+        wrong = nacl.signing.SigningKey.generate()
+        raws: list[bytes] = []
+        for i in range(POOL_BATCH + 50):
+            pdu = forge(
+                version, room, server=identity.server_name, key_id=identity.key_id,
+                key=wrong if i % 7 == 3 else identity.signing_key, sender=alice.user_id,
+                kind="m.room.message", content={"msgtype": "m.text", "body": f"b{i}"},
+                extremities=extremities, state=state,
+            )  # fmt: skip
+            if i % 5 == 1:
+                pdu["content"] = {"msgtype": "m.text", "body": "tampered"}
+            raws.append(encode_canonical_json(_wire(pdu)))
+        raws.append(b"[]")
+        ingest = service(beta).ingest
+        ingest.workers = 2
+        pooled = await ingest.check(version, raws)
+        assert ingest._pool is not None  # the batch went to worker processes
+        ingest.workers = 1
+        threaded = await ingest.check(version, raws)
+        assert pooled == threaded
+        assert len(pooled) == len(raws) - 1 - sum(1 for i in range(len(raws) - 1) if i % 7 == 3)
+        redacted = [e for e in pooled if "body" not in e.content]
+        assert len(redacted) == sum(1 for i in range(len(raws) - 1) if i % 5 == 1 and i % 7 != 3)

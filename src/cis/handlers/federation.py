@@ -209,6 +209,7 @@ class FederationService:
                 await task
         if self.outbound is not None:
             await self.outbound.close()
+        self.ingest.close()
         await self.groups.flush_all()
 
     @property

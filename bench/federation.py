@@ -49,14 +49,23 @@ _txn = itertools.count(1)
 
 @dataclass
 class Cpu:
-    """CPU seconds (user + system) of A's process and of this one (B and the clients)."""
+    """CPU seconds (user + system) of A's process and of this one (B and the clients) with
+    its live worker processes (receipt's process pool; a worker that exits between two
+    samples is missed)."""
 
     a: psutil.Process
     b: psutil.Process
 
     def sample(self) -> tuple[float, float, float]:
-        ta, tb = self.a.cpu_times(), self.b.cpu_times()
-        return ta.user + ta.system, tb.user + tb.system, time.monotonic()
+        ta = self.a.cpu_times()
+        b = 0.0
+        for process in [self.b, *self.b.children(recursive=True)]:  # B's receipt workers too
+            if process.pid == self.a.pid:
+                continue
+            with contextlib.suppress(psutil.Error):
+                times = process.cpu_times()
+                b += times.user + times.system
+        return ta.user + ta.system, b, time.monotonic()
 
     @staticmethod
     def split(before: tuple[float, float, float], after: tuple[float, float, float]) -> str:

@@ -352,33 +352,42 @@ def parse_pdu(room_version: str, pdu: Mapping[str, Any]) -> Event:
     Hashes and signatures are *not* checked here: see ``check_content_hash`` and
     ``verify_event_signature``.
     """
-    rv = get_room_version(room_version)
+    return _parse(get_room_version(room_version), pdu, in_domain=False)[0]
+
+
+def _parse(
+    rv: RoomVersion, pdu: Mapping[str, Any], *, in_domain: bool
+) -> tuple[Event, bytes, dict[str, Any]]:
+    """``parse_pdu``'s work; also returns the bytes signed (the redacted event without
+    ``signatures``, the reference hash's input) and the wire dict. ``in_domain``: the
+    caller already checked canonical JSON's domain (``canonical_json.loads`` did)."""
     if not isinstance(pdu, Mapping):
         raise InvalidPdu("a PDU is a JSON object")
     wire = {k: v for k, v in pdu.items() if k not in ("event_id", "unsigned")}
-    _in_domain(wire)
+    if not in_domain:
+        _in_domain(wire)
     fields = _check_fields(rv, wire)
     hashes = wire.get("hashes")
     if not isinstance(hashes, dict) or not isinstance(hashes.get("sha256"), str):
         raise _bad("hashes", "required, with a string sha256")
     _check_signatures(wire.get("signatures"))
-
     try:
         canonical = encode_canonical_json(wire)
-        redacted = redact_with(rv, wire)
+        redacted = redact_with(rv, wire, share=True)  # only encoded: no copies needed
         del redacted["signatures"]
-        reference = hashlib.sha256(encode_canonical_json(redacted)).digest()
+        signed = encode_canonical_json(redacted)
     except RecursionError:  # pragma: no cover - check_value bounds nesting first
         raise InvalidPdu("nested too deeply") from None
     _check_size(canonical)
-    return _event(
+    event = _event(
         rv,
         fields,
-        event_id=event_id_from_reference_hash(reference),
+        event_id=event_id_from_reference_hash(hashlib.sha256(signed).digest()),
         canonical=canonical,
         hashes=hashes,
         signatures=wire["signatures"],
     )
+    return event, signed, wire
 
 
 def build_event(
@@ -440,30 +449,7 @@ def parse_received_pdu(room_version: str, data: bytes | str) -> ReceivedPdu:
         value = canonical_json.loads(data)
     except InvalidJson as e:
         raise InvalidPdu(str(e)) from e
-    if not isinstance(value, dict):
-        raise InvalidPdu("a PDU is a JSON object")
-    wire = {k: v for k, v in value.items() if k not in ("event_id", "unsigned")}
-    fields = _check_fields(rv, wire)
-    hashes = wire.get("hashes")
-    if not isinstance(hashes, dict) or not isinstance(hashes.get("sha256"), str):
-        raise _bad("hashes", "required, with a string sha256")
-    _check_signatures(wire.get("signatures"))
-    try:
-        canonical = encode_canonical_json(wire)
-        redacted = redact_with(rv, wire, share=True)
-        del redacted["signatures"]
-        signed = encode_canonical_json(redacted)
-    except RecursionError:  # pragma: no cover - check_value bounds nesting first
-        raise InvalidPdu("nested too deeply") from None
-    _check_size(canonical)
-    event = _event(
-        rv,
-        fields,
-        event_id=event_id_from_reference_hash(hashlib.sha256(signed).digest()),
-        canonical=canonical,
-        hashes=hashes,
-        signatures=wire["signatures"],
-    )
+    event, signed, wire = _parse(rv, value, in_domain=True)
     return ReceivedPdu(event, signed, check_content_hash_of(wire))
 
 

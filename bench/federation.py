@@ -20,6 +20,7 @@ import contextlib
 import itertools
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -34,8 +35,10 @@ import httpx
 import psutil
 
 from cis.config import load_config
+from cis.handlers.room_cache import Draft
 from cis.home import Home
 from cis.identity import NodeIdentity
+from cis.ids import RoomId, UserId
 from cis.node import Node
 from cis.storage.homes import initialise_home, write_admin_token
 
@@ -46,14 +49,23 @@ _txn = itertools.count(1)
 
 @dataclass
 class Cpu:
-    """CPU seconds (user + system) of A's process and of this one (B and the clients)."""
+    """CPU seconds (user + system) of A's process and of this one (B and the clients) with
+    its live worker processes (receipt's process pool; a worker that exits between two
+    samples is missed)."""
 
     a: psutil.Process
     b: psutil.Process
 
     def sample(self) -> tuple[float, float, float]:
-        ta, tb = self.a.cpu_times(), self.b.cpu_times()
-        return ta.user + ta.system, tb.user + tb.system, time.monotonic()
+        ta = self.a.cpu_times()
+        b = 0.0
+        for process in [self.b, *self.b.children(recursive=True)]:  # B's receipt workers too
+            if process.pid == self.a.pid:
+                continue
+            with contextlib.suppress(psutil.Error):
+                times = process.cpu_times()
+                b += times.user + times.system
+        return ta.user + ta.system, b, time.monotonic()
 
     @staticmethod
     def split(before: tuple[float, float, float], after: tuple[float, float, float]) -> str:
@@ -90,27 +102,50 @@ class Client:
         await self.call("PUT", path, {"msgtype": "m.text", "body": body})
 
 
-def start_a(root: Path) -> tuple[subprocess.Popen[bytes], str, str]:
-    """``cis-node init`` and ``run`` for A; returns the process, its URL and its DID."""
+CHILDREN: list[subprocess.Popen[bytes]] = []
+"""A's processes, stopped by pid whatever way the bench ends (``stop_children``)."""
+
+
+def stop_children() -> None:
+    for process in CHILDREN:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+    CHILDREN.clear()
+
+
+def init_a(root: Path) -> str:
+    """``cis-node init`` for A; returns its DID."""
     home = root / "a"
     cis = [sys.executable, "-m", "cis"]
     subprocess.run([*cis, "init", "--home", str(home), "--node-name", "a"], check=True,
                    capture_output=True)  # fmt: skip
     status = subprocess.run([*cis, "status", "--home", str(home), "--json"], check=True,
                             capture_output=True)  # fmt: skip
-    did = json.loads(status.stdout)["did"]
-    log = (root / "a.log").open("wb")
+    return str(json.loads(status.stdout)["did"])
+
+
+def start_a(root: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """``cis-node run`` for A's home; returns the process and its URL."""
+    home = root / "a"
+    cis = [sys.executable, "-m", "cis"]
+    log = (root / "a.log").open("ab")
     process = subprocess.Popen(
         [*cis, "run", "--home", str(home), "--listen", "127.0.0.1:0", "--open-registration",
          "--log-level", "warning"],
         stdout=subprocess.DEVNULL, stderr=log,
     )  # fmt: skip
+    CHILDREN.append(process)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         with contextlib.suppress(FileNotFoundError, ValueError):
             runtime = json.loads((home / "run" / "node.json").read_text())
             if runtime.get("pid") == process.pid:
-                return process, str(runtime["url"]), did
+                return process, str(runtime["url"])
         if process.poll() is not None:
             raise RuntimeError(f"A exited: {(root / 'a.log').read_text()}")
         time.sleep(0.05)
@@ -195,9 +230,43 @@ async def send_many(senders: list[Client], room_id: str, bodies: list[str]) -> f
     return time.monotonic() - started
 
 
+async def grow_offline(home: Path, room_id: str, sender: str, count: int) -> tuple[int, float]:
+    """``count`` messages added to A's room while A is stopped, built and stored by A's own
+    ``EventCreator`` (the same path as a client's send, minus HTTP); returns how many and
+    the seconds it took."""
+    config = load_config(Home(home), flags={"--listen": "127.0.0.1:0"},
+                         environ={"CIS_LOG_LEVEL": "warning"})  # fmt: skip
+    node = Node(Home(home), config)
+    await node.start()
+    creator = node.client.creator
+    assert creator is not None
+    bodies = iter(range(count))
+    started = time.monotonic()
+
+    async def worker() -> None:
+        for i in bodies:
+            draft = Draft(
+                UserId(sender), "m.room.message", {"msgtype": "m.text", "body": f"missed {i}"}
+            )
+            await creator.create(RoomId(room_id), draft)
+
+    try:
+        await asyncio.gather(*(worker() for _ in range(64)))
+        return count, time.monotonic() - started
+    finally:
+        await node.stop()
+
+
 async def bench(args: argparse.Namespace) -> None:
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):  # unwind through the finally below
+        loop.add_signal_handler(signum, task.cancel)
+
     root = Path(tempfile.mkdtemp(prefix="cis-bench-fed-"))
-    a_process, a_url, a_did = start_a(root)
+    a_did = init_a(root)
+    a_process, a_url = start_a(root)
     b_home = Home(root / "b")
     b_home.root.mkdir()
     initialise_home(b_home, NodeIdentity.generate("b"), 0)
@@ -279,18 +348,24 @@ async def bench(args: argparse.Namespace) -> None:
         )
         print("  " + cpu.split(before, cpu.sample()))
 
-        # 3. Catch-up: B stops, A gets many events, B restarts and fetches them.
+        # 3. Catch-up: B stops; A stops too and its room grows offline by the node's own
+        # event builder and Room Store (A's home opened in this process, many concurrent
+        # creations sharing group commits); A restarts and B, restarted, fetches them all.
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         tasks.clear()
         await bob.http.aclose()
         await node.stop()
-        bodies = [f"missed {i}" for i in range(args.catchup)]
-        send_s = await send_many(senders, room_id, bodies)
+        stop_children()
+        made, make_s = await grow_offline(root / "a", room_id, alice.user_id, args.catchup)
         print(
-            f"\ncatch-up: B stopped; A took {args.catchup} messages ({args.catchup / send_s:.0f}/s)"
+            f"\ncatch-up: B and A stopped; A's room grew by {made} events offline "
+            f"({made / make_s:.0f}/s, the node's own builder and Room Store)"
         )
+        a_process, a_url = start_a(root)
+        cpu = Cpu(psutil.Process(a_process.pid), psutil.Process(os.getpid()))
+        bodies = [f"missed {i}" for i in range(args.catchup)]
         arrivals.expect(set(bodies))
         before = cpu.sample()
         started = time.monotonic()
@@ -298,10 +373,10 @@ async def bench(args: argparse.Namespace) -> None:
         tasks.append(asyncio.create_task(arrivals.follow_store(node, room_id)))
         await until(tunnel_up, 30, "the tunnel B -> A again")
         online = time.monotonic()
-        await asyncio.wait_for(arrivals.all_stored.wait(), 900)
+        await asyncio.wait_for(arrivals.all_stored.wait(), 1800)
         done = time.monotonic()
         first = min(arrivals.store[b] for b in bodies)
-        print(f"  B restarted; tunnel up after {online - started:.2f} s")
+        print(f"  A and B restarted; tunnel up after {online - started:.2f} s")
         print(f"  first missed event stored {first - online:.2f} s after the tunnel came up")
         print(
             f"  all {args.catchup} stored {done - online:.2f} s after it: "
@@ -316,9 +391,9 @@ async def bench(args: argparse.Namespace) -> None:
             await client.http.aclose()
         with contextlib.suppress(Exception):
             await bob.http.aclose()
-        await node.stop()
-        a_process.terminate()
-        a_process.wait(timeout=30)
+        with contextlib.suppress(Exception):
+            await node.stop()
+        stop_children()
         print(f"\n(files kept in {root})" if args.keep else "")
         if not args.keep:
             import shutil
@@ -337,7 +412,13 @@ def main() -> None:
     for name in ("latency", "throughput", "catchup", "concurrency"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1")
-    asyncio.run(bench(args))
+    try:
+        asyncio.run(bench(args))
+    except asyncio.CancelledError:
+        print("bench: stopped by a signal", file=sys.stderr)
+        raise SystemExit(1) from None
+    finally:
+        stop_children()  # also when the loop never reached the bench's own finally
 
 
 if __name__ == "__main__":

@@ -122,7 +122,8 @@ async def test_a_joined_memory_room_of_another_node_is_delivered(
             EventDraft(beta, ENTRY, {"value": "from beta"}, "beta-note"),
         ],
     )
-    assert await host.scan_rooms() == 1
+    await host.scan_rooms()  # the host's own periodic scan may find it first
+    assert await host.scan_rooms() == 0  # a room is delivered once, however it was found
 
     async def delivered() -> bool:
         listed = (await memory(host, "list"))["memories"]

@@ -209,6 +209,7 @@ class FederationService:
                 await task
         if self.outbound is not None:
             await self.outbound.close()
+        self.ingest.close()
         await self.groups.flush_all()
 
     @property
@@ -513,11 +514,9 @@ class FederationService:
                 p for e in fetched.values() for p in e.prev_events
                 if p not in fetched and p not in held
             }  # fmt: skip
-            found_in_pre = [p for p in frontier if p in pre]
-            if found_in_pre:
-                # Ancestors the join already brought: take them, then look again. (Only when
-                # some were found: a frontier of other events is fetched below.)
-                for p in found_in_pre:
+            taken = [p for p in frontier if p in pre]
+            if taken:  # what send_join handed over first; ask the peer only for the rest
+                for p in taken:
                     fetched[p] = pre.pop(p)
                 continue
             if frontier and store_exists:

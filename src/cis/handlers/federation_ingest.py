@@ -30,10 +30,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import multiprocessing
+import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import Executor
+from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Protocol
+
+import nacl.signing
 
 from cis.handlers.federation_keys import KeyRing
 from cis.handlers.federation_state import EventCache, StateGroups, StateMap, topological
@@ -51,12 +55,10 @@ from cis.matrix import (
     canonical_json,
     check_auth,
     check_auth_events_selection,
-    check_content_hash,
-    parse_pdu,
-    verify_event_signature,
 )
 from cis.matrix.errors import InvalidJson
-from cis.matrix.events import StateKey
+from cis.matrix.events import StateKey, parse_received_pdu
+from cis.matrix.signing import verify_signed_bytes
 from cis.storage import federation as fed_store
 from cis.storage.database import Database
 from cis.storage.events import EventStatus
@@ -67,12 +69,57 @@ from cis.storage.rooms.store import RoomStore
 log = get_logger(__name__)
 
 EXECUTOR_BATCH: Final = 32
-"""Batches at least this big are checked (parse, hash, signature) in the executor."""
+"""Batches at least this big are checked (parse, hash, signature) off the event loop."""
+POOL_BATCH: Final = 256
+"""Batches at least this big are checked in worker processes (``Ingest.workers``), in
+``POOL_CHUNK``-sized pieces: the checks hold the GIL, so threads do not add cores."""
+POOL_CHUNK: Final = 250
 YIELD_EVERY: Final = 128
 
 
 def server_of(user_id: str) -> str:
     return user_id.split(":", 1)[1] if ":" in user_id else ""
+
+
+class KeyLookup(Protocol):
+    """The origin keys receipt checks signatures with (``KeyRing``, ``KeySnapshot``)."""
+
+    def key_ids(self, server_name: str) -> list[str]: ...
+    def verify_key(self, server_name: str, key_id: str) -> nacl.signing.VerifyKey | None: ...
+
+
+class KeySnapshot:
+    """The keys of a ``KeyLookup`` for some servers, as plain bytes: what is sent to the
+    worker processes (a ``KeyRing`` holds a database and waiters)."""
+
+    def __init__(self, keys: Mapping[str, Mapping[str, bytes]]) -> None:
+        self.keys = {server: dict(ids) for server, ids in keys.items()}
+        self._verify: dict[tuple[str, str], nacl.signing.VerifyKey] = {}
+
+    @classmethod
+    def of(cls, lookup: KeyLookup, servers: Iterable[str]) -> KeySnapshot:
+        keys: dict[str, dict[str, bytes]] = {}
+        for server in servers:
+            for key_id in lookup.key_ids(server):
+                verify_key = lookup.verify_key(server, key_id)
+                if verify_key is not None:
+                    keys.setdefault(server, {})[key_id] = bytes(verify_key)
+        return cls(keys)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (KeySnapshot, (self.keys,))
+
+    def key_ids(self, server_name: str) -> list[str]:
+        return list(self.keys.get(server_name, {}))
+
+    def verify_key(self, server_name: str, key_id: str) -> nacl.signing.VerifyKey | None:
+        found = self._verify.get((server_name, key_id))
+        if found is None:
+            public = self.keys.get(server_name, {}).get(key_id)
+            if public is None:
+                return None
+            found = self._verify[(server_name, key_id)] = nacl.signing.VerifyKey(public)
+        return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,16 +144,15 @@ class IngestResult:
 
 
 def check_pdu(
-    room_version: str, raw: bytes | Mapping[str, Any], keys: KeyRing
+    room_version: str, raw: bytes | Mapping[str, Any], keys: KeyLookup
 ) -> Checked | KeyMissing | None:
     """Steps 1 and 2 for one PDU; ``None`` when it is dropped."""
     try:
-        pdu = canonical_json.loads(raw) if isinstance(raw, bytes | str) else dict(raw)
-        if not isinstance(pdu, dict):
-            return None
-        event = parse_pdu(room_version, pdu)
+        data = raw if isinstance(raw, bytes | str) else canonical_json.encode(dict(raw))
+        received = parse_received_pdu(room_version, data)
     except (InvalidJson, InvalidPdu, UnsupportedRoomVersion, TypeError, ValueError):
         return None
+    event = received.event
     server = server_of(event.sender)
     signatures = event.signatures.get(server) or {}
     known = keys.key_ids(server)
@@ -114,14 +160,14 @@ def check_pdu(
         return KeyMissing(server, raw)
     key_id = next((k for k in known if k in signatures), None)
     verify_key = keys.verify_key(server, key_id) if key_id is not None else None
-    if key_id is None or verify_key is None:
+    signature = signatures.get(key_id) if key_id is not None else None
+    if verify_key is None or not isinstance(signature, str):
         return None
-    wire = event.to_pdu()
     try:
-        verify_event_signature(room_version, wire, server, key_id, verify_key)
+        verify_signed_bytes(received.signed_bytes, signature, verify_key)
     except SignatureError:
         return None
-    if not check_content_hash(wire):
+    if not received.content_hash_ok:
         return Checked(event.redacted(), True)
     return Checked(event, False)
 
@@ -140,6 +186,7 @@ class Ingest:
         executor: Executor | None = None,
         key_wait: float = 30.0,
         max_waiting: int = 1000,
+        workers: int | None = None,
     ) -> None:
         self._cache = cache
         self._manager: RoomStoreManager = cache.manager
@@ -150,6 +197,9 @@ class Ingest:
         self._db = node_db
         self._on_memberships = on_memberships
         self._executor = executor
+        self.workers = workers if workers is not None else (os.cpu_count() or 1)
+        """Worker processes for big batches; 1 or fewer checks them in a thread instead."""
+        self._pool: ProcessPoolExecutor | None = None
         self.key_wait = key_wait
         self.max_waiting = max_waiting
         self._waiting = 0
@@ -163,6 +213,18 @@ class Ingest:
             "skipped": 0,
             "key_waits": 0,
         }
+
+    def _worker_pool(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            # spawn, not fork: this process has SQLite writer threads and an event loop.
+            context = multiprocessing.get_context("spawn")
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=context)
+        return self._pool
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
 
     def notify_memberships(self, room_id: RoomId, users: set[UserId]) -> None:
         """Tell ``/sync`` that these users' memberships in ``room_id`` changed."""
@@ -181,8 +243,17 @@ class Ingest:
         self, room_version: str, raws: Sequence[bytes | Mapping[str, Any]]
     ) -> list[Event]:
         """Steps 1 and 2 for a batch; returns the events kept, in the order given."""
-        if len(raws) >= EXECUTOR_BATCH:
-            loop = asyncio.get_running_loop()
+        loop = asyncio.get_running_loop()
+        results: list[Checked | KeyMissing | None]
+        if len(raws) >= POOL_BATCH and self.workers > 1:
+            keys = KeySnapshot.of(self._keys, [s.server_name for s in self._keys.servers()])
+            pool = self._worker_pool()
+            chunks = [list(raws[i : i + POOL_CHUNK]) for i in range(0, len(raws), POOL_CHUNK)]
+            parts = await asyncio.gather(
+                *(loop.run_in_executor(pool, _check_all, room_version, c, keys) for c in chunks)
+            )
+            results = [r for part in parts for r in part]
+        elif len(raws) >= EXECUTOR_BATCH:
             results = await loop.run_in_executor(
                 self._executor, _check_all, room_version, list(raws), self._keys
             )
@@ -431,7 +502,14 @@ class Ingest:
         extremity_ids = await store.forward_extremities()
         _gid, state = await self.current_state(room_id, room_version, extremity_ids)
         previous = {k: e.event_id for k, e in snapshot.state.items()} if snapshot else {}
-        await store.run_interaction("replace_state", sg.replace_state_txn, state)
+        # Storing a state event moved the store's state row to it (the newest by stream order),
+        # whatever resolution says, so only a batch without state events may skip the rewrite.
+        stored_state = any(
+            e.state_key is not None and statuses[e.event_id] is not EventStatus.REJECTED
+            for e in batch.values()
+        )
+        if snapshot is None or stored_state or state != previous:
+            await store.run_interaction("replace_state", sg.replace_state_txn, state)
         loaded = await self.events.load(room_id, [*state.values(), *extremity_ids])
         if snapshot is not None:
             snapshot.state = {k: loaded[e] for k, e in state.items() if e in loaded}
@@ -467,6 +545,6 @@ class Ingest:
 
 
 def _check_all(
-    room_version: str, raws: Sequence[bytes | Mapping[str, Any]], keys: KeyRing
+    room_version: str, raws: Sequence[bytes | Mapping[str, Any]], keys: KeyLookup
 ) -> list[Checked | KeyMissing | None]:
     return [check_pdu(room_version, raw, keys) for raw in raws]

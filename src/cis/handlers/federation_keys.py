@@ -254,18 +254,15 @@ class KeyRing:
             return True
         event = self._waiters.setdefault(server_name, asyncio.Event())
         fetch = self.fetch_documents
-        if fetch is not None:
-            try:
-                async with asyncio.timeout(within):
-                    for document in await fetch(server_name):
-                        if await self.learn_document(document, server_name):
-                            return True
-            except TimeoutError:
-                return server_name in self._servers
-            except Exception as exc:
-                log.info("key_fetch_failed", server=server_name, error=type(exc).__name__)
         try:
-            async with asyncio.timeout(within):
+            async with asyncio.timeout(within):  # one bound for asking and waiting together
+                if fetch is not None:
+                    try:
+                        for document in await fetch(server_name):
+                            if await self.learn_document(document, server_name):
+                                return True
+                    except Exception as exc:
+                        log.info("key_fetch_failed", server=server_name, error=type(exc).__name__)
                 await event.wait()
         except TimeoutError:
             pass

@@ -57,22 +57,24 @@ class Outbound:
     ) -> None:
         self._manager = manager
         self._on_overflow = on_overflow
-        self._max_queued = max_queued
+        self.max_queued = max_queued
         self._queues: dict[Did, _PeerQueue] = {}
         self._closed = False
         self.sent_pdus = 0
         self.sent_frames = 0
+        self.overflows = 0
 
     def enqueue_pdu(self, did: Did, pdu: bytes) -> None:
         queue = self._queue(did)
         if queue is None:
             return
         queue.pdus.append(pdu)
-        if len(queue.pdus) > self._max_queued:
-            dropped = len(queue.pdus) - self._max_queued
+        if len(queue.pdus) > self.max_queued:
+            dropped = len(queue.pdus) - self.max_queued
             for _ in range(dropped):
                 queue.pdus.popleft()
             log.warning("outbound_queue_overflow", did=did, dropped=dropped)
+            self.overflows += 1
             self._on_overflow(did)
         queue.wake.set()
 
@@ -81,7 +83,7 @@ class Outbound:
         if queue is None:
             return
         queue.edus.append(edu)
-        while len(queue.edus) > self._max_queued:
+        while len(queue.edus) > self.max_queued:
             queue.edus.popleft()  # ephemeral: an old typing notice is worth nothing
         queue.wake.set()
 

@@ -280,19 +280,23 @@ class StateGroups:
         if not todo:
             return {EventId(e): known[EventId(e)] for e in event_ids if EventId(e) in known}
         store = RoomStore(self._manager, room_id)
+        remembered = self._event_groups
+
+        def is_known(event_id: str) -> bool:  # read from the reader thread: lookups only
+            return event_id in known or event_id in remembered
+
+        ids, found = await store.run_read(
+            "ungrouped_ancestors", sg.ungrouped_ancestors, todo, is_known
+        )
+        self._event_groups.update(found)
+        known.update(found)
         loaded: dict[EventId, StoredEvent] = {}
-        frontier = list(dict.fromkeys(todo))
-        while frontier:
-            batch = await store.get_events([EventId(e) for e in frontier if e not in loaded])
-            loaded.update(batch)
-            prevs = {p for e in batch.values() for p in e.prev_events}
-            have = await self.groups_of(room_id, prevs - set(loaded))
-            known.update(have)
-            frontier = [p for p in prevs if p not in loaded and p not in have]
-            frontier = [p for p in frontier if p not in known]
-            if frontier:
-                held = await store.run_read("held_ids", sg.held_ids, frontier)
-                frontier = [p for p in frontier if p in held]
+        for start in range(0, len(ids), 1000):
+            loaded.update(await store.get_events([EventId(e) for e in ids[start : start + 1000]]))
+        for event in loaded.values():  # ancestors grouped in memory only (not yet flushed)
+            for p in event.prev_events:
+                if p not in known and p in remembered:
+                    known[p] = remembered[p]
         order = topological(list(loaded.values()))
         for index, stored in enumerate(order):
             if index % 256 == 255:

@@ -38,7 +38,7 @@ from unpaddedbase64 import encode_base64
 from cis.ids import EventId, RoomId, UserId
 from cis.matrix import canonical_json
 from cis.matrix.errors import InvalidJson, InvalidPdu
-from cis.matrix.hashing import event_id_from_reference_hash
+from cis.matrix.hashing import check_content_hash_of, event_id_from_reference_hash
 from cis.matrix.redaction import redact_with
 from cis.matrix.room_versions import RoomVersion, get_room_version
 from cis.matrix.signing import split_key_id
@@ -78,6 +78,13 @@ class EventLike(Protocol):
     def content(self) -> Mapping[str, Any]: ...
     @property
     def signatures(self) -> Mapping[str, Mapping[str, str]]: ...
+
+
+def _unpickle_event(*fields: Any) -> Event:
+    values = list(fields)
+    for index in (9, 13, 14):  # content, hashes, signatures
+        values[index] = freeze(values[index])
+    return Event(*values)
 
 
 def freeze(value: Any) -> Any:
@@ -133,6 +140,19 @@ class Event:
             return None
         value = self.content.get("membership")
         return value if isinstance(value, str) else None
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled with plain dicts inside (``MappingProxyType`` does not pickle), so events
+        checked in worker processes come back without being parsed again."""
+        return (
+            _unpickle_event,
+            (
+                self.event_id, self.room_id, self.sender, self.type, self.state_key,
+                self.origin_server_ts, self.depth, self.prev_events, self.auth_events,
+                thaw(self.content), self.redacts, self.room_version, self.canonical_bytes,
+                thaw(self.hashes), thaw(self.signatures),
+            ),
+        )  # fmt: skip
 
     def to_pdu(self) -> dict[str, Any]:
         """A fresh deep copy of the wire PDU (no ``event_id``, no ``unsigned``)."""
@@ -332,33 +352,42 @@ def parse_pdu(room_version: str, pdu: Mapping[str, Any]) -> Event:
     Hashes and signatures are *not* checked here: see ``check_content_hash`` and
     ``verify_event_signature``.
     """
-    rv = get_room_version(room_version)
+    return _parse(get_room_version(room_version), pdu, in_domain=False)[0]
+
+
+def _parse(
+    rv: RoomVersion, pdu: Mapping[str, Any], *, in_domain: bool
+) -> tuple[Event, bytes, dict[str, Any]]:
+    """``parse_pdu``'s work; also returns the bytes signed (the redacted event without
+    ``signatures``, the reference hash's input) and the wire dict. ``in_domain``: the
+    caller already checked canonical JSON's domain (``canonical_json.loads`` did)."""
     if not isinstance(pdu, Mapping):
         raise InvalidPdu("a PDU is a JSON object")
     wire = {k: v for k, v in pdu.items() if k not in ("event_id", "unsigned")}
-    _in_domain(wire)
+    if not in_domain:
+        _in_domain(wire)
     fields = _check_fields(rv, wire)
     hashes = wire.get("hashes")
     if not isinstance(hashes, dict) or not isinstance(hashes.get("sha256"), str):
         raise _bad("hashes", "required, with a string sha256")
     _check_signatures(wire.get("signatures"))
-
     try:
         canonical = encode_canonical_json(wire)
-        redacted = redact_with(rv, wire)
+        redacted = redact_with(rv, wire, share=True)  # only encoded: no copies needed
         del redacted["signatures"]
-        reference = hashlib.sha256(encode_canonical_json(redacted)).digest()
+        signed = encode_canonical_json(redacted)
     except RecursionError:  # pragma: no cover - check_value bounds nesting first
         raise InvalidPdu("nested too deeply") from None
     _check_size(canonical)
-    return _event(
+    event = _event(
         rv,
         fields,
-        event_id=event_id_from_reference_hash(reference),
+        event_id=event_id_from_reference_hash(hashlib.sha256(signed).digest()),
         canonical=canonical,
         hashes=hashes,
         signatures=wire["signatures"],
     )
+    return event, signed, wire
 
 
 def build_event(
@@ -397,6 +426,31 @@ def build_event(
     return _event(
         rv, fields, event_id=event_id, canonical=canonical, hashes=hashes, signatures=signatures
     )
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedPdu:
+    """A PDU from another server, parsed, with what receipt checks next."""
+
+    event: Event
+    signed_bytes: bytes
+    """The redacted event without ``signatures``: what its origin signed (and the reference
+    hash's input, so the event id comes from them too)."""
+    content_hash_ok: bool
+
+
+def parse_received_pdu(room_version: str, data: bytes | str) -> ReceivedPdu:
+    """``parse_pdu_json`` for receipt, each step done once: the JSON is parsed and its domain
+    checked once, and the canonical encodings the signature and hash checks need are made here
+    (``parse_pdu`` followed by ``verify_event_signature`` and ``check_content_hash`` would redact
+    and encode the event three more times). Same ``InvalidPdu`` refusals as ``parse_pdu``."""
+    rv = get_room_version(room_version)
+    try:
+        value = canonical_json.loads(data)
+    except InvalidJson as e:
+        raise InvalidPdu(str(e)) from e
+    event, signed, wire = _parse(rv, value, in_domain=True)
+    return ReceivedPdu(event, signed, check_content_hash_of(wire))
 
 
 def parse_pdu_json(room_version: str, data: bytes | str) -> Event:

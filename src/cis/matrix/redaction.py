@@ -80,15 +80,20 @@ def _kept_content(
     return {}
 
 
-def redact_with(rv: RoomVersion, pdu: Mapping[str, Any]) -> dict[str, Any]:
-    """``redact`` for an already looked-up room version."""
+def redact_with(rv: RoomVersion, pdu: Mapping[str, Any], *, share: bool = False) -> dict[str, Any]:
+    """``redact`` for an already looked-up room version. With ``share`` the top-level values
+    kept are ``pdu``'s own, not copies: for a caller that only encodes the result."""
     if not isinstance(pdu, Mapping):
         raise InvalidPdu("a PDU is a JSON object")
     content = pdu.get("content", {})
     if not isinstance(content, Mapping):
         raise InvalidPdu("content: must be an object")
     kept_keys = _KEPT_TOP_LEVEL_V11 if rv.updated_redaction_rules else _KEPT_TOP_LEVEL_V10
-    redacted = {k: copy.deepcopy(v) for k, v in pdu.items() if k in kept_keys and k != "content"}
+    redacted = {
+        k: v if share else copy.deepcopy(v)
+        for k, v in pdu.items()
+        if k in kept_keys and k != "content"
+    }
     redacted["content"] = _kept_content(rv, pdu.get("type"), content)
     return redacted
 

@@ -9,6 +9,7 @@ what it signs.
 
 from __future__ import annotations
 
+import binascii
 import copy
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ import nacl.exceptions
 import nacl.signing
 import signedjson.types
 from signedjson.sign import SignatureVerifyException, sign_json, verify_signed_json
+from unpaddedbase64 import decode_base64
 
 from cis.matrix import canonical_json
 from cis.matrix.errors import InvalidJson, InvalidPdu, SignatureError
@@ -114,6 +116,16 @@ def hash_and_sign_event(
     with_hash = {k: v for k, v in pdu.items() if k != "event_id"}
     with_hash["hashes"] = {"sha256": compute_content_hash(with_hash)}
     return sign_event(room_version, with_hash, server_name, key_id, signing_key)
+
+
+def verify_signed_bytes(signed: bytes, signature: str, verify_key: nacl.signing.VerifyKey) -> None:
+    """Raise ``SignatureError`` unless ``signature`` (unpadded base64) is ``verify_key``'s
+    over ``signed``: ``verify_event_signature`` for a caller that already holds the bytes
+    signed (``cis.matrix.events.parse_received_pdu``)."""
+    try:
+        verify_key.verify(signed, decode_base64(signature))
+    except (nacl.exceptions.CryptoError, binascii.Error, ValueError) as e:
+        raise SignatureError("bad signature") from e
 
 
 def verify_event_signature(

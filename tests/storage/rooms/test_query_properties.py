@@ -186,11 +186,16 @@ def test_paging_through_visits_every_match_once(
     assert seen == expected
 
 
+def _nest(children: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    # Named, not a multi-line lambda, which Hypothesis misreads as not using its argument.
+    return st.lists(children, max_size=3) | st.dictionaries(
+        st.text(max_size=8), children, max_size=3
+    )
+
+
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**53) + 1, 2**53 - 1) | st.text(max_size=20),
-    lambda children: (
-        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3)
-    ),
+    _nest,
     max_leaves=12,
 )
 

@@ -75,6 +75,8 @@ from cis.storage.rooms.manager import (
 from cis.storage.stream import StreamPositions
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from starlette.routing import WebSocketRoute
 
     from cis.anchor.client import AnchorClient, PeersSnapshot
@@ -84,6 +86,7 @@ if TYPE_CHECKING:
     from cis.handlers.federation_admin import FederationAdmin
     from cis.handlers.federation_rooms import RemoteRooms
     from cis.skills.host import SkillHost
+    from cis.storage.database import Database
 
 __all__ = ["Node", "NodeStartFailed", "NodeStorage", "read_runtime_file"]
 
@@ -267,6 +270,141 @@ class ClientStores:
     typing: TypingHandler
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class ClientWiring:
+    """What ``wire_client_api`` built."""
+
+    handlers: ClientApiHandlers
+    stores: ClientStores
+    accounts: AccountHandler
+    creator: EventCreator
+
+
+async def wire_client_api(
+    *,
+    identity: NodeIdentity,
+    db: Database,
+    rooms: RoomStoreManager,
+    positions: StreamPositions,
+    index_tap: IndexTap,
+    blobs: Path,
+    clock: Clock,
+    limits: RateLimits,
+    hasher: PasswordHasher,
+    open_registration: bool,
+    max_upload_bytes: int,
+) -> ClientWiring:
+    """Build the Client-Server API's stores and handlers on a node's storage and start its
+    stream watcher (the node and the in-process API tests wire it the same way)."""
+    notifier = Notifier()
+    counters = await StreamCounters.load(db)
+    account_store = AccountStore(db)
+    e2e_store = E2eStore(db)
+    key_counts = KeyCounts(e2e_store)
+    account_data_store = AccountDataStore(db)
+    receipt_store = ReceiptStore(db)
+    auth = Authenticator(account_store)
+    accounts = AccountHandler(
+        server_name=identity.server_name,
+        accounts=account_store,
+        e2e=e2e_store,
+        hasher=hasher,
+        auth=auth,
+        uia=UiaSessions(clock),
+        limits=AccountLimits(
+            RateLimiter(clock, limits.registrations_per_ip),
+            RateLimiter(clock, limits.failed_logins_per_account),
+            RateLimiter(clock, limits.failed_logins_per_ip),
+        ),
+        clock=clock,
+        open_registration=open_registration,
+        counters=counters,
+    )
+    account_data = AccountDataHandler(account_data_store, notifier, counters)
+    cache = RoomCache(rooms, clock)
+    creator = EventCreator(
+        cache, Signer(identity.server_name, identity.key_id, identity.signing_key), clock
+    )
+    room_handler = RoomHandler(
+        server_name=identity.server_name,
+        creator=creator,
+        accounts=account_store,
+        aliases=account_data_store,
+        node_db=db,
+        notifier=notifier,
+        message_limiter=RateLimiter(clock, limits.messages_per_user),
+        clock=clock,
+    )
+    redactions = Redactions(db)
+    loader = EventLoader(creator, redactions, clock)
+    watcher = StreamWatcher(positions, db, notifier, creator, redactions)
+    index_tap.listener = watcher
+    await watcher.start()
+    typing = TypingHandler(clock, notifier)
+    stores = ClientStores(
+        accounts=account_store,
+        e2e=e2e_store,
+        receipts=receipt_store,
+        counters=counters,
+        notifier=notifier,
+        watcher=watcher,
+        typing=typing,
+    )
+    handlers = ClientApiHandlers(
+        server_name=identity.server_name,
+        auth=auth,
+        accounts=accounts,
+        account_data=account_data,
+        keys=E2eKeysHandler(
+            e2e_store,
+            accounts=account_store,
+            notifier=notifier,
+            server_name=identity.server_name,
+            counters=counters,
+            key_counts=key_counts,
+            sharing=sharing_rooms(db),
+        ),
+        media=MediaHandler(
+            store=MediaStore(db),
+            blobs=BlobDir(blobs),
+            server_name=identity.server_name,
+            clock=clock,
+            max_upload_bytes=max_upload_bytes,
+        ),
+        rooms=room_handler,
+        reader=RoomReader(cache=cache, loader=loader, node_db=db, positions=positions),
+        receipts=ReceiptHandler(
+            store=receipt_store,
+            account_data=account_data,
+            cache=cache,
+            counters=counters,
+            notifier=notifier,
+            clock=clock,
+        ),
+        typing=TypingChecks(typing, cache),
+        profiles=ProfileHandler(
+            account_store, room_handler, RateLimiter(clock, limits.profile_changes_per_user)
+        ),
+        sync=SyncHandler(
+            cache=cache,
+            loader=loader,
+            node_db=db,
+            positions=positions,
+            watcher=watcher,
+            counters=counters,
+            notifier=notifier,
+            typing=typing,
+            receipts=receipt_store,
+            account_data=account_data_store,
+            account_data_handler=account_data,
+            e2e=e2e_store,
+            key_counts=key_counts,
+            clock=clock,
+        ),
+    )
+    return ClientWiring(handlers, stores, accounts, creator)
+
+
 class ClientServer:
     """The Matrix Client-Server API's components (issue 3), built on the node's storage.
 
@@ -284,142 +422,41 @@ class ClientServer:
         """Every handler, for the components that extend them (federation)."""
         self.creator: EventCreator | None = None
         self.stores: ClientStores | None = None
-        self._notifier: Notifier | None = None
-        self._watcher: StreamWatcher | None = None
-        self._typing: TypingHandler | None = None
         self._hasher: PasswordHasher | None = None
 
     async def start(self) -> None:
         limit_malloc_retention()
         storage = self._storage
-        clock = storage.clock
-        identity = storage.identity
-        db = storage.node_store.db
-        limits = RateLimits()
-        notifier = self._notifier = Notifier()
-        counters = await StreamCounters.load(db)
-        account_store = AccountStore(db)
-        e2e_store = E2eStore(db)
-        key_counts = KeyCounts(e2e_store)
-        account_data_store = AccountDataStore(db)
-        receipt_store = ReceiptStore(db)
-        auth = Authenticator(account_store)
-        hasher = self._hasher = PasswordHasher()
-        accounts = AccountHandler(
-            server_name=identity.server_name,
-            accounts=account_store,
-            e2e=e2e_store,
-            hasher=hasher,
-            auth=auth,
-            uia=UiaSessions(clock),
-            limits=AccountLimits(
-                RateLimiter(clock, limits.registrations_per_ip),
-                RateLimiter(clock, limits.failed_logins_per_account),
-                RateLimiter(clock, limits.failed_logins_per_ip),
-            ),
-            clock=clock,
-            open_registration=self._config.open_registration,
-            counters=counters,
-        )
-        self.users = UserAdmin(accounts, account_store, identity.did)
-        account_data = AccountDataHandler(account_data_store, notifier, counters)
-        cache = RoomCache(storage.rooms, clock)
-        creator = self.creator = EventCreator(
-            cache, Signer(identity.server_name, identity.key_id, identity.signing_key), clock
-        )
-        rooms = RoomHandler(
-            server_name=identity.server_name,
-            creator=creator,
-            accounts=account_store,
-            aliases=account_data_store,
-            node_db=db,
-            notifier=notifier,
-            message_limiter=RateLimiter(clock, limits.messages_per_user),
-            clock=clock,
-        )
-        redactions = Redactions(db)
-        loader = EventLoader(creator, redactions, clock)
-        watcher = self._watcher = StreamWatcher(
-            storage.positions, db, notifier, creator, redactions
-        )
         assert storage.index_tap is not None
-        storage.index_tap.listener = watcher
-        await watcher.start()
-        typing = self._typing = TypingHandler(clock, notifier)
-        self.creator = creator
-        self.stores = ClientStores(
-            accounts=account_store,
-            e2e=e2e_store,
-            receipts=receipt_store,
-            counters=counters,
-            notifier=notifier,
-            watcher=watcher,
-            typing=typing,
+        hasher = self._hasher = PasswordHasher()
+        wired = await wire_client_api(
+            identity=storage.identity,
+            db=storage.node_store.db,
+            rooms=storage.rooms,
+            positions=storage.positions,
+            index_tap=storage.index_tap,
+            blobs=storage.home.blobs,
+            clock=storage.clock,
+            limits=RateLimits(),
+            hasher=hasher,
+            open_registration=self._config.open_registration,
+            max_upload_bytes=self._config.max_upload_bytes,
         )
-        handlers = self.handlers = ClientApiHandlers(
-            server_name=identity.server_name,
-            auth=auth,
-            accounts=accounts,
-            account_data=account_data,
-            keys=E2eKeysHandler(
-                e2e_store,
-                accounts=account_store,
-                notifier=notifier,
-                server_name=identity.server_name,
-                counters=counters,
-                key_counts=key_counts,
-                sharing=sharing_rooms(db),
-            ),
-            media=MediaHandler(
-                store=MediaStore(db),
-                blobs=BlobDir(storage.home.blobs),
-                server_name=identity.server_name,
-                clock=clock,
-                max_upload_bytes=self._config.max_upload_bytes,
-            ),
-            rooms=rooms,
-            reader=RoomReader(cache=cache, loader=loader, node_db=db, positions=storage.positions),
-            receipts=ReceiptHandler(
-                store=receipt_store,
-                account_data=account_data,
-                cache=cache,
-                counters=counters,
-                notifier=notifier,
-                clock=clock,
-            ),
-            typing=TypingChecks(typing, cache),
-            profiles=ProfileHandler(
-                account_store, rooms, RateLimiter(clock, limits.profile_changes_per_user)
-            ),
-            sync=SyncHandler(
-                cache=cache,
-                loader=loader,
-                node_db=db,
-                positions=storage.positions,
-                watcher=watcher,
-                counters=counters,
-                notifier=notifier,
-                typing=typing,
-                receipts=receipt_store,
-                account_data=account_data_store,
-                account_data_handler=account_data,
-                e2e=e2e_store,
-                key_counts=key_counts,
-                clock=clock,
-            ),
-        )
-        self.app = build_client_api(handlers)
+        self.users = UserAdmin(wired.accounts, wired.stores.accounts, storage.identity.did)
+        self.creator = wired.creator
+        self.stores = wired.stores
+        self.handlers = wired.handlers
+        self.app = build_client_api(wired.handlers)
 
     def end_long_polls(self) -> None:
-        if self._notifier is not None:
-            self._notifier.close()
+        if self.stores is not None:
+            self.stores.notifier.close()
 
     async def close(self) -> None:
         self.end_long_polls()
-        if self._typing is not None:
-            self._typing.close()
-        if self._watcher is not None:
-            await self._watcher.close()
+        if self.stores is not None:
+            self.stores.typing.close()
+            await self.stores.watcher.close()
         if self._hasher is not None:
             self._hasher.close()
 

@@ -218,3 +218,149 @@ def test_newer_schema_refuses_to_open(tmp_path: Path) -> None:
     conn.close()
     with pytest.raises(SchemaTooNew, match="newer than this cis-node supports"):
         Database.open(path, kind="test", migrations=MIGRATIONS)
+
+
+# ---------------------------------------------------------------------------- inline writes
+
+
+def _inline_db(path: Path) -> Database:
+    return Database.open(
+        path, kind="test", migrations=MIGRATIONS, synchronous=Synchronous.NORMAL,
+        inline_writes=True,
+    )  # fmt: skip
+
+
+def test_an_idle_writer_runs_an_inline_write_on_the_calling_thread(tmp_path: Path) -> None:
+    db = _inline_db(tmp_path / "t.db")
+    threads: list[str] = []
+
+    def put_here(conn: sqlite3.Connection, key: str) -> int:
+        threads.append(threading.current_thread().name)
+        return put_txn(conn, key, 1)
+
+    try:
+        future = db.submit_inline("put", put_here, "a")
+        assert future.done() and future.result() == 1
+        assert threads == [threading.current_thread().name]
+        assert db.read_blocking("get_all", get_all) == {"a": 1}
+        # A failure is the caller's, and rolls back only that write.
+        failed = db.submit_inline("put", put_here, "a")
+        assert isinstance(failed.exception(), sqlite3.IntegrityError)
+        assert db.submit_inline("put", put_here, "b").result() == 1
+        assert db.read_blocking("get_all", get_all) == {"a": 1, "b": 1}
+    finally:
+        db.close()
+
+
+def test_an_inline_write_waits_its_turn_behind_queued_ones(tmp_path: Path) -> None:
+    db = _inline_db(tmp_path / "t.db")
+    gate = threading.Event()
+    running = threading.Event()
+    order: list[str] = []
+
+    def block_txn(conn: sqlite3.Connection) -> None:
+        running.set()
+        gate.wait(10)
+        order.append("blocker")
+
+    def record(conn: sqlite3.Connection, key: str) -> int:
+        order.append(key)
+        return put_txn(conn, key, 0)
+
+    try:
+        blocker = db.submit("block", block_txn)
+        assert running.wait(10)
+        queued = db.submit("put", record, "queued")
+        inline = db.submit_inline("put", record, "inline")
+        assert not inline.done()  # the writer is busy: it went to the queue, behind `queued`
+        gate.set()
+        blocker.result(10)
+        queued.result(10)
+        inline.result(10)
+        assert order == ["blocker", "queued", "inline"]
+        # Idle again: the next one runs inline.
+        assert db.submit_inline("put", record, "later").done()
+    finally:
+        gate.set()
+        db.close()
+
+
+def test_inline_writes_need_a_file_that_commits_without_fsync(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="synchronous=NORMAL"):
+        Database.open(
+            tmp_path / "t.db", kind="test", migrations=MIGRATIONS,
+            synchronous=Synchronous.FULL, inline_writes=True,
+        )  # fmt: skip
+    full = Database.open(tmp_path / "f.db", kind="test", migrations=MIGRATIONS)
+    try:
+        future = full.submit_inline("put", put_txn, "a", 1)  # queued like any submit
+        assert future.result(10) == 1
+    finally:
+        full.close()
+
+
+def test_an_inline_write_file_checkpoints_on_its_writer_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite's checkpoint-at-COMMIT is off; the writer thread checkpoints every N changes,
+    copying the WAL's pages into the main file."""
+    monkeypatch.setattr("cis.storage.database.CHECKPOINT_EVERY_CHANGES", 300)
+    db = _inline_db(tmp_path / "t.db")
+    main_file = tmp_path / "t.db"
+    checkpoints: list[str] = []
+    db._writer_conn.set_trace_callback(
+        lambda sql: (
+            checkpoints.append(threading.current_thread().name) if "wal_checkpoint" in sql else None
+        )
+    )
+
+    def put_many(conn: sqlite3.Connection, start: int) -> None:
+        conn.executemany(
+            "INSERT INTO kv (k, v) VALUES (?, ?)",
+            [(f"k{i:06d}", i) for i in range(start, start + 100)],
+        )
+
+    try:
+        assert db._writer_conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+        before = main_file.stat().st_size
+        for batch in range(2):
+            assert db.submit_inline("put", put_many, batch * 100).done()
+        assert checkpoints == []  # 200 changes: under the threshold
+        assert main_file.stat().st_size == before
+        assert db.submit_inline("put", put_many, 200).done()
+        db.run_interaction_blocking("sync", lambda conn: None)  # the writer ran its queue
+        assert checkpoints and all(name.startswith("cis-writer-") for name in checkpoints)
+        assert main_file.stat().st_size > before
+        assert len(db.read_blocking("get_all", get_all)) == 300
+    finally:
+        db.close()
+
+
+def test_derived_writes_alone_commit_without_waiting_for_the_disk(tmp_path: Path) -> None:
+    """A group of derived interactions commits at NORMAL on a FULL file; a group that also
+    holds a durable one commits at FULL."""
+    db = Database.open(tmp_path / "t.db", kind="test", migrations=MIGRATIONS)
+    gate = threading.Event()
+    running = threading.Event()
+
+    def setting(conn: sqlite3.Connection) -> int:
+        return int(conn.execute("PRAGMA synchronous").fetchone()[0])
+
+    def block_txn(conn: sqlite3.Connection) -> None:
+        running.set()
+        gate.wait(10)
+
+    normal, full = 1, 2
+    try:
+        assert db.submit_derived("derived", setting).result(10) == normal
+        assert db.submit("durable", setting).result(10) == full
+        blocker = db.submit("block", block_txn)
+        assert running.wait(10)
+        together = [db.submit_derived("derived", setting), db.submit("durable", setting)]
+        gate.set()
+        blocker.result(10)
+        assert [f.result(10) for f in together] == [full, full]
+        assert db.submit_derived("derived", setting).result(10) == normal
+    finally:
+        gate.set()
+        db.close()

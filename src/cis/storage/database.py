@@ -12,11 +12,24 @@ Invariants (the reasons are in docs/storage.md):
    savepoint: its failure rolls the whole transaction back.)
 3. Nothing is acknowledged before its COMMIT returned: every caller's future is resolved after
    the COMMIT (or fails with the COMMIT's error). A ``kill -9`` therefore never loses an
-   acknowledged write.
+   acknowledged write. At ``synchronous=FULL`` the COMMIT also waits for the disk, except for
+   a group made only of *derived* interactions (``submit_derived``: rows the node rebuilds
+   from other files after an unclean stop), which commits at ``NORMAL``: a power cut may lose
+   it, never corrupt it, and the next durable COMMIT makes it durable too (the WAL is synced
+   as a whole).
 4. Reads run on their own connections (read-only, ``mode=ro``), each inside one read
    transaction so a multi-statement read sees one snapshot; they never wait for the writer.
 5. ``close`` drains: interactions queued before it still run and commit, then the file is
    checkpointed (``wal_checkpoint(TRUNCATE)``) when asked, and every connection is closed.
+6. Inline writes (``inline_writes=True``, for files at ``synchronous=NORMAL``, whose COMMIT
+   does not wait for the disk): ``submit_inline`` runs an interaction on the calling thread
+   when the writer is idle (nothing queued or running), instead of handing it to the writer
+   thread and back. A write of a single caller then costs what the transaction costs, not two
+   thread wake-ups. The writer connection is used under ``_conn_lock`` by whichever thread
+   runs it; an interaction queued before another always runs before it. Such a file
+   checkpoints on its writer thread (``PASSIVE``, after every ``CHECKPOINT_EVERY_CHANGES``
+   row changes) rather than inside a COMMIT, so an inline COMMIT never waits for a
+   checkpoint's ``fsync``.
 
 Interactions must not open or end transactions themselves; ``run_exclusive`` runs a function
 alone, outside any transaction (checkpoints, ``VACUUM INTO``).
@@ -26,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import queue
 import sqlite3
 import threading
@@ -56,6 +70,9 @@ log = get_logger(__name__)
 MAX_BATCH: Final = 512
 """Most interactions committed together; bounds the time one caller waits for the others."""
 
+CHECKPOINT_EVERY_CHANGES: Final = 20_000
+"""Row changes between two checkpoints of a file with inline writes (a few MiB of WAL)."""
+
 SLOW_INTERACTION_S: Final = 1.0
 _SAVEPOINT: Final = "cis_interaction"
 
@@ -68,6 +85,7 @@ class _Job:
     kwargs: dict[str, Any]
     future: concurrent.futures.Future[Any] = field(default_factory=concurrent.futures.Future)
     exclusive: bool = False
+    durable: bool = True
 
 
 class _Stop:
@@ -90,17 +108,26 @@ class Database:
         cache_size_kib: int,
         max_readers: int,
         read_executor: concurrent.futures.Executor | None,
+        inline_writes: bool = False,
     ) -> None:
         if max_readers < 1:
             raise ValueError("a database needs at least one reader connection")
         self.path = path
         self.kind = kind
-        self.synchronous = synchronous
+        self.synchronous = Synchronous(synchronous)
         self._cache_size_kib = cache_size_kib
         self._writer_conn = writer
+        self._writer_sync = self.synchronous  # the writer connection's current setting
         self._queue: queue.SimpleQueue[_Job | _Stop] = queue.SimpleQueue()
         self._closed = False
         self._close_lock = threading.Lock()
+        self._conn_lock = threading.Lock()  # held by whichever thread uses the writer connection
+        self._outstanding = 0  # jobs queued and not yet finished (under _close_lock)
+        self.inline_writes = inline_writes
+        self._checkpoint_queued = False
+        if inline_writes:
+            writer.execute("PRAGMA wal_autocheckpoint = 0")  # checkpoints run on the thread
+        self._changes_at_checkpoint = writer.total_changes
         self._read_executor = read_executor
         self._readers_idle: list[sqlite3.Connection] = []
         self._readers_open = 0
@@ -124,8 +151,13 @@ class Database:
         cache_size_kib: int = DEFAULT_CACHE_KIB,
         max_readers: int = 2,
         read_executor: concurrent.futures.Executor | None = None,
+        inline_writes: bool = False,
     ) -> Database:
-        """Open (creating if absent) and migrate ``path``, then start its writer thread."""
+        """Open (creating if absent) and migrate ``path``, then start its writer thread.
+
+        ``inline_writes`` requires ``synchronous=NORMAL`` (see invariant 6)."""
+        if inline_writes and Synchronous(synchronous) is not Synchronous.NORMAL:
+            raise ValueError("inline writes need synchronous=NORMAL (a COMMIT without fsync)")
         conn = connect(path, synchronous=synchronous, cache_size_kib=cache_size_kib)
         try:
             applied = migrate(conn, kind, migrations, path)
@@ -145,6 +177,7 @@ class Database:
             cache_size_kib=cache_size_kib,
             max_readers=max_readers,
             read_executor=read_executor,
+            inline_writes=inline_writes,
         )
 
     @property
@@ -165,6 +198,46 @@ class Database:
         Safe from any thread. Raises ``DatabaseClosed`` once ``close`` has begun.
         """
         return self._enqueue(_Job(name, fn, args, kwargs))
+
+    def submit_inline(
+        self,
+        name: str,
+        fn: Callable[Concatenate[sqlite3.Connection, P], T],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> concurrent.futures.Future[T]:
+        """``submit``, but run at once on the calling thread when this file takes inline
+        writes and its writer is idle (invariant 6); the future is then already resolved.
+
+        The caller is blocked for the transaction's duration (no ``fsync``: a NORMAL file).
+        """
+        job = _Job(name, fn, args, kwargs)
+        if not self.inline_writes:
+            return self._enqueue(job)
+        with self._close_lock:
+            if self._closed:
+                raise DatabaseClosed(f"{self.path} is closed")
+            idle = self._outstanding == 0 and self._conn_lock.acquire(blocking=False)
+        if not idle:
+            return self._enqueue(job)
+        try:
+            self._run_batch(self._writer_conn, [job])
+            self._maybe_checkpoint(self._writer_conn)
+        finally:
+            self._conn_lock.release()
+        return job.future
+
+    def submit_derived(
+        self,
+        name: str,
+        fn: Callable[Concatenate[sqlite3.Connection, P], T],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> concurrent.futures.Future[T]:
+        """``submit`` for derived rows that the node rebuilds after an unclean stop (the
+        Room Store's index in ``node.db``): its COMMIT does not wait for the disk unless a
+        durable interaction shares it (see invariant 3)."""
+        return self._enqueue(_Job(name, fn, args, kwargs, durable=False))
 
     async def run_interaction(
         self,
@@ -202,6 +275,7 @@ class Database:
         with self._close_lock:
             if self._closed:
                 raise DatabaseClosed(f"{self.path} is closed")
+            self._outstanding += 1
             self._queue.put(job)
         return job.future
 
@@ -283,11 +357,12 @@ class Database:
             self._closed = True
             self._queue.put(_Stop())
         self._thread.join()
-        try:
-            if checkpoint:
-                _checkpoint_truncate(self._writer_conn, self.path)
-        finally:
-            self._writer_conn.close()
+        with self._conn_lock:  # an inline write on another thread finishes first
+            try:
+                if checkpoint:
+                    _checkpoint_truncate(self._writer_conn, self.path)
+            finally:
+                self._writer_conn.close()
             with self._readers_cond:
                 for conn in self._readers_idle:
                     conn.close()
@@ -315,7 +390,9 @@ class Database:
             if isinstance(first, _Stop):
                 return
             if first.exclusive:
-                _run_exclusive(conn, first)
+                with self._conn_lock:
+                    _run_exclusive(conn, first)
+                self._finished(1)
                 continue
             batch = [first]
             while len(batch) < MAX_BATCH:
@@ -327,7 +404,31 @@ class Database:
                     carry = nxt
                     break
                 batch.append(nxt)
-            self._run_batch(conn, batch)
+            with self._conn_lock:
+                self._run_batch(conn, batch)
+                if self.inline_writes:
+                    self._maybe_checkpoint(conn)
+            self._finished(len(batch))
+
+    def _finished(self, jobs: int) -> None:
+        with self._close_lock:
+            self._outstanding -= jobs
+
+    def _maybe_checkpoint(self, conn: sqlite3.Connection) -> None:
+        """Queue a ``PASSIVE`` checkpoint once enough rows changed (inline-write files, which
+        turned SQLite's own checkpoint-at-COMMIT off). Called under ``_conn_lock``."""
+        if self._checkpoint_queued:
+            return
+        if conn.total_changes - self._changes_at_checkpoint < CHECKPOINT_EVERY_CHANGES:
+            return
+        self._checkpoint_queued = True
+        with contextlib.suppress(DatabaseClosed):  # closing checkpoints anyway
+            self.submit_exclusive("wal_checkpoint_passive", self._checkpoint_passive)
+
+    def _checkpoint_passive(self, conn: sqlite3.Connection) -> None:
+        self._checkpoint_queued = False
+        self._changes_at_checkpoint = conn.total_changes
+        conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
 
     def _run_batch(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:
         jobs = [job for job in batch if job.future.set_running_or_notify_cancel()]
@@ -335,6 +436,7 @@ class Database:
             return
         started = time.monotonic()
         try:
+            self._sync_for(conn, any(job.durable for job in jobs))
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
             failure = StorageError(f"cannot start a transaction on {self.path}: {exc}")
@@ -394,6 +496,14 @@ class Database:
                 "transaction_slow", path=str(self.path), seconds=round(elapsed, 3),
                 interactions=",".join(sorted({job.name for job in jobs})),
             )  # fmt: skip
+
+    def _sync_for(self, conn: sqlite3.Connection, durable: bool) -> None:
+        """Set the writer's ``synchronous`` for the next COMMIT: the file's own setting, or
+        ``NORMAL`` for a group of derived interactions only."""
+        wanted = self.synchronous if durable else Synchronous.NORMAL
+        if wanted != self._writer_sync:
+            conn.execute(f"PRAGMA synchronous = {wanted.value}")
+            self._writer_sync = wanted
 
     def _run_alone(self, conn: sqlite3.Connection, job: _Job, started: float) -> None:
         """A group of one needs no savepoint: its failure rolls the transaction back."""

@@ -326,7 +326,9 @@ class NodeStore:
     def submit_index(
         self, entries: Sequence[tuple[RoomId, Sequence[IndexRow]]]
     ) -> concurrent.futures.Future[None]:
-        return self.db.submit("index_events", index_events_txn, entries)
+        # Derived from the room files and rebuilt from them after an unclean stop
+        # (``cis.storage.recovery``): no need to wait for the disk.
+        return self.db.submit_derived("index_events", index_events_txn, entries)
 
 
 def inspect_node_db(path: Path) -> NodeSummary:

@@ -262,3 +262,46 @@ def test_default_max_open_rooms() -> None:
     assert default_max_open_rooms(1024) == 160
     assert default_max_open_rooms(1_048_576) == 256
     assert default_max_open_rooms(10) == 1
+
+
+@pytest.mark.parametrize("synchronous", ["NORMAL", "FULL"])
+async def test_a_cancelled_writer_still_stores_and_leaves_no_position_in_flight(
+    make_manager: MakeManager, synchronous: str
+) -> None:
+    """The batch is written whatever happens to its callers (inline at NORMAL, on the
+    writer thread at FULL), and its positions complete."""
+    manager = make_manager(synchronous=synchronous)
+    store = await manager.get_or_create(ROOM)
+    events = chain(ROOM, 3)
+    first = asyncio.ensure_future(store.store_event(events[0]))
+    rest = asyncio.ensure_future(store.store_events(events[1:]))
+    await asyncio.sleep(0)  # both joined this turn's batch
+    first.cancel()
+    assert await rest == [e.event_id for e in events[1:]]
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    await settle(manager)
+    assert manager.positions.in_flight == 0
+    stored = await store.get_events([e.event_id for e in events])
+    assert set(stored) == {e.event_id for e in events}
+    assert sorted(s.stream_ordering for s in stored.values()) == [
+        s.stream_ordering for s in (stored[e.event_id] for e in events)
+    ]
+
+
+@pytest.mark.parametrize("room_open", [True, False])
+async def test_close_writes_what_it_accepted_and_refuses_the_rest(
+    manager: RoomStoreManager, room_open: bool
+) -> None:
+    store = await manager.get_or_create(ROOM)
+    first, second = chain(ROOM, 2)
+    await store.store_event(first)
+    if not room_open:
+        await manager.close_room(ROOM)  # the write must open it again
+    pending = asyncio.ensure_future(store.store_event(second))
+    await asyncio.sleep(0)  # queued for the next turn
+    await manager.close()  # drains it: written before the rooms close
+    assert await pending == second.event_id
+    with pytest.raises(Exception, match="closed"):
+        await store.store_event(make_event(ROOM))
+    assert manager.positions.in_flight == 0

@@ -7,12 +7,15 @@ Invariants:
    it; only unpinned rooms are evicted (least recently used first), and a call that finds every
    slot pinned waits for one. Eviction drains the room's write queue before closing it, and a
    room being closed is not reopened until its close finished (one writer per file, always).
-2. Writing events: concurrent callers for one room are merged into one batch; its task pins
-   the room, allocates stream positions, queues the room transaction (no ``await`` between the
-   two, so a room commits in position order), waits for its COMMIT, offers the events to
-   subscribers, answers each caller, then queues the derived index rows to ``node.db``; the
-   positions complete (become visible to readers) once that index commit lands. The batch runs
-   as its own task, so a cancelled caller never leaves positions in flight.
+2. Writing events: concurrent callers for one room are merged into one batch, written from
+   the loop's next turn: pin the room, allocate stream positions, queue the room transaction
+   (no ``await`` between the two, so a room commits in position order); when its COMMIT
+   returns, offer the events to subscribers, queue the derived index rows to ``node.db``,
+   answer each caller. The positions complete (become visible to readers) once that index
+   commit lands. The batch is written whatever happens to its callers, so a cancelled caller
+   never leaves positions in flight. A hot room's batch costs no task, and when its writer is
+   idle and the file is at ``synchronous=NORMAL`` no thread hand-off either: it is written
+   inline (``Database.submit_inline``), so a lone caller pays what its transaction costs.
 3. The registry in ``node.db`` is written before a room's files exist (a crash in between
    leaves a registered room with no files, which the next open creates), and archived before
    the folder moves (the next start finishes a move a crash interrupted).
@@ -88,6 +91,9 @@ FDS_PER_ROOM: Final = 6
 RESERVED_FDS: Final = 64
 MERGE_LIMIT: Final = 5000
 """Events of concurrent callers merged into one room transaction, at most."""
+INLINE_MAX_EVENTS: Final = 16
+"""Larger batches are always written on the room's writer thread: an inline write blocks the
+event loop for its transaction (a few hundred microseconds for a few events)."""
 META_FILE: Final = "meta.json"
 EVENTS_FILE: Final = "events.db"
 
@@ -187,7 +193,9 @@ class RoomStoreManager:
         self._archived: set[RoomId] = set()
         self._archiving: set[RoomId] = set()
         self._batches: dict[RoomId, _WriteBatch] = {}
-        self._writes: set[asyncio.Task[None]] = set()
+        self._writes_pending = 0  # batches created and not yet answered
+        self._writes_idle = asyncio.Event()
+        self._writes_idle.set()
         self._index_queue: list[tuple[RoomId, list[IndexRow], range]] = []
         self._index_inflight: concurrent.futures.Future[None] | None = None
         self._index_idle = asyncio.Event()
@@ -347,8 +355,7 @@ class RoomStoreManager:
         if self._closed:
             return
         self._closed = True
-        if self._writes:
-            await asyncio.gather(*list(self._writes), return_exceptions=True)
+        await self._writes_idle.wait()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(30):
                 await self._index_idle.wait()
@@ -369,56 +376,133 @@ class RoomStoreManager:
     async def _persist(self, room_id: RoomId, items: Sequence[txns.PendingEvent]) -> int:
         """Store ``items``; return how many were new, once their room transaction committed.
 
-        Concurrent calls for one room are merged into one transaction (see ``_flush``).
+        Concurrent calls for one room are merged into one transaction: the batch is written
+        from the loop's next turn, so every caller of this turn joins it.
         """
         self._check_usable(room_id)
+        loop = asyncio.get_running_loop()
         batch = self._batches.get(room_id)
         if batch is None or len(batch.items) >= MERGE_LIMIT:
             batch = _WriteBatch()
             self._batches[room_id] = batch
-            task = asyncio.ensure_future(self._flush(room_id, batch))
-            self._writes.add(task)
-            task.add_done_callback(self._writes.discard)
-        waiter: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+            self._writes_started()
+            loop.call_soon(self._start_write, room_id, batch)
+        waiter: asyncio.Future[int] = loop.create_future()
         batch.waiters.append((len(batch.items), len(items), waiter))
         batch.items.extend(items)
-        return await asyncio.shield(waiter)
+        # A cancelled caller cancels only its waiter: the batch is written regardless.
+        return await waiter
 
-    async def _flush(self, room_id: RoomId, batch: _WriteBatch) -> None:
-        """Write one merged batch: pin, allocate, commit, notify, index, answer the callers.
+    def _start_write(self, room_id: RoomId, batch: _WriteBatch) -> None:
+        """Write one merged batch: pin, allocate, queue the transaction (no ``await`` between
+        allocating and queuing, so a room commits in position order).
 
-        Runs as its own task, so a cancelled caller never leaves positions in flight.
+        A hot room needs no ``await`` at all: a small batch is written inline when the room's
+        writer is idle and its file is at ``synchronous=NORMAL`` (``Database.submit_inline``),
+        else it goes to the writer thread; ``_written`` finishes it once the COMMIT returned.
+        A room that is not open is opened first, in a task (``_write_cold``).
         """
-        items = batch.items
+        room = self._open.get(room_id)
+        if room is None:
+            task = asyncio.ensure_future(self._write_cold(room_id, batch))
+            task.add_done_callback(lambda _task: self._writes_finished())
+            return
         try:
-            async with self._pinned(room_id) as db:
+            self._check_usable(room_id, accepted=True)
+        except Exception as exc:
+            self._take_batch(room_id, batch)
+            self._fail_batch(batch, exc)
+            self._writes_finished()
+            return
+        self._take_batch(room_id, batch)
+        self._open.move_to_end(room_id)
+        room.pins += 1
+        positions = self.positions.allocate(len(batch.items))
+        submit = room.db.submit_inline if len(batch.items) <= INLINE_MAX_EVENTS else room.db.submit
+        try:
+            future = submit("store_events", txns.store_events_txn, positions.start, batch.items)
+        except Exception as exc:
+            self.positions.complete(positions)
+            self._unpin(room)
+            self._fail_batch(batch, exc)
+            self._writes_finished()
+            return
+        if future.done():  # written inline: the room's writer was idle
+            self._written(room, batch, positions, future)
+            return
+        loop = asyncio.get_running_loop()
+
+        def committed(fut: concurrent.futures.Future[list[int]]) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop is gone: the node is stopping
+                loop.call_soon_threadsafe(self._written, room, batch, positions, fut)
+
+        future.add_done_callback(committed)
+
+    def _written(
+        self,
+        room: _OpenRoom,
+        batch: _WriteBatch,
+        positions: range,
+        future: concurrent.futures.Future[list[int]],
+    ) -> None:
+        self._unpin(room)
+        try:
+            error = future.exception()
+        except concurrent.futures.CancelledError:
+            error = DatabaseClosed(f"the write to room {room.room_id} was cancelled")
+        if error is not None:
+            self.positions.complete(positions)
+            self._fail_batch(batch, error)
+        else:
+            self._committed(room.room_id, batch, positions, future.result())
+        self._writes_finished()
+
+    async def _write_cold(self, room_id: RoomId, batch: _WriteBatch) -> None:
+        """``_start_write`` for a room that must be opened first (its own task, so a
+        cancelled caller never leaves positions in flight)."""
+        try:
+            async with self._pinned(room_id, accepted=True) as db:
                 # Callers that arrived while the room was being pinned joined this batch.
-                if self._batches.get(room_id) is batch:
-                    del self._batches[room_id]
-                positions = self.positions.allocate(len(items))
+                self._take_batch(room_id, batch)
+                positions = self.positions.allocate(len(batch.items))
                 try:
                     future = db.submit(
-                        "store_events", txns.store_events_txn, positions.start, items
+                        "store_events", txns.store_events_txn, positions.start, batch.items
                     )
                     fresh = await asyncio.wrap_future(future)
                 except BaseException:
                     self.positions.complete(positions)
                     raise
         except BaseException as exc:
-            if self._batches.get(room_id) is batch:
-                del self._batches[room_id]
-            for _offset, _count, waiter in batch.waiters:
-                if waiter.done():
-                    continue
-                if isinstance(exc, Exception):
-                    waiter.set_exception(exc)
-                else:
-                    waiter.cancel()
+            self._take_batch(room_id, batch)
+            self._fail_batch(batch, exc)
             if not isinstance(exc, Exception):
                 raise
             return
+        self._committed(room_id, batch, positions, fresh)
+
+    def _take_batch(self, room_id: RoomId, batch: _WriteBatch) -> None:
+        """Close ``batch`` to new callers (later ones start the next batch)."""
+        if self._batches.get(room_id) is batch:
+            del self._batches[room_id]
+
+    @staticmethod
+    def _fail_batch(batch: _WriteBatch, exc: BaseException) -> None:
+        for _offset, _count, waiter in batch.waiters:
+            if waiter.done():
+                continue
+            if isinstance(exc, Exception):
+                waiter.set_exception(exc)
+            else:
+                waiter.cancel()
+
+    def _committed(
+        self, room_id: RoomId, batch: _WriteBatch, positions: range, fresh: list[int]
+    ) -> None:
+        """The batch's COMMIT returned: offer it to subscribers before anything else can run
+        (position order), queue its index rows, answer the callers."""
+        items = batch.items
         start = positions.start
-        # Committed: offer to subscribers before anything else can run (position order).
         if self.subscriptions.count(room_id):
             stored = [txns.stored_event(room_id, items[o], start + o) for o in fresh]
             self.subscriptions.notify(room_id, stored)
@@ -427,6 +511,20 @@ class RoomStoreManager:
             new = bisect.bisect_left(fresh, offset + count) - bisect.bisect_left(fresh, offset)
             if not waiter.done():
                 waiter.set_result(new)
+
+    def _writes_started(self) -> None:
+        self._writes_pending += 1
+        self._writes_idle.clear()
+
+    def _writes_finished(self) -> None:
+        self._writes_pending -= 1
+        if not self._writes_pending:
+            self._writes_idle.set()
+
+    def _unpin(self, room: _OpenRoom) -> None:
+        room.pins -= 1
+        if room.pins == 0:
+            self._wake_slot_waiters()
 
     def _index_events(self, room_id: RoomId, rows: list[IndexRow], positions: range) -> None:
         """Queue index rows for ``node.db``; one index interaction is in flight at a time.
@@ -485,25 +583,25 @@ class RoomStoreManager:
 
     # ------------------------------------------------------------------ the LRU
 
-    def _check_usable(self, room_id: RoomId) -> None:
-        if self._closed:
+    def _check_usable(self, room_id: RoomId, *, accepted: bool = False) -> None:
+        """Refuse a closed manager or an archived room; ``accepted``: a write accepted before
+        ``close`` began, which ``close`` waits for."""
+        if self._closed and not accepted:
             raise DatabaseClosed("the room store is closed")
         if room_id in self._archived or room_id in self._archiving:
             raise RoomArchived(f"room {room_id} is archived")
 
     @contextlib.asynccontextmanager
-    async def _pinned(self, room_id: RoomId) -> AsyncIterator[Database]:
-        room = await self._acquire(room_id)
+    async def _pinned(self, room_id: RoomId, *, accepted: bool = False) -> AsyncIterator[Database]:
+        room = await self._acquire(room_id, accepted=accepted)
         try:
             yield room.db
         finally:
-            room.pins -= 1
-            if room.pins == 0:
-                self._wake_slot_waiters()
+            self._unpin(room)
 
-    async def _acquire(self, room_id: RoomId) -> _OpenRoom:
+    async def _acquire(self, room_id: RoomId, *, accepted: bool = False) -> _OpenRoom:
         while True:
-            self._check_usable(room_id)
+            self._check_usable(room_id, accepted=accepted)
             closing = self._closing.get(room_id)
             if closing is not None:
                 await asyncio.shield(closing)
@@ -655,6 +753,7 @@ def open_room_database(
         cache_size_kib=cache_size_kib,
         max_readers=1,
         read_executor=read_executor,
+        inline_writes=synchronous is Synchronous.NORMAL,
     )
     try:
         db.run_interaction_blocking("init_room", txns.init_room_txn, room_id, now_ms)

@@ -13,6 +13,8 @@ pragmas (the ceiling):
 
 Ingest runs at ``synchronous=NORMAL`` (the room default) and ``FULL``. Each measurement is
 repeated (ours and raw alternate) and the median reported, since the machine may be shared.
+The Room Store runs on the event loop ``cis-node run`` uses (``[node] event_loop``: uvloop
+unless ``CIS_EVENT_LOOP=asyncio``).
 
     .venv/bin/python bench/roomstore.py [--workdir /tmp/cis-bench] [--quick]
 """
@@ -24,6 +26,7 @@ import asyncio
 import base64
 import hashlib
 import json
+import os
 import random
 import shutil
 import sqlite3
@@ -38,6 +41,7 @@ from typing import Any
 
 from canonicaljson import encode_canonical_json
 
+from cis.cli.run import loop_factory
 from cis.clock import SystemClock
 from cis.home import Home
 from cis.ids import EventId, RoomId, UserId
@@ -398,4 +402,7 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    _loop = os.environ.get("CIS_EVENT_LOOP", "uvloop")
+    print(f"event loop: {_loop}", file=sys.stderr)
+    with asyncio.Runner(loop_factory=loop_factory(_loop)) as runner:
+        runner.run(main())

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from cis.clock import FakeClock
 from cis.home import Home
+from cis.storage.rooms import manager as manager_module
 from cis.storage.rooms.index import MemoryRoomIndex
 from cis.storage.rooms.manager import RoomStoreManager
 from cis.storage.stream import StreamPositions
@@ -50,3 +54,56 @@ async def test_a_failing_index_never_blocks_readers_and_marks_the_stop_unclean(
         assert (await store.stats()).total_events == 3  # the room file holds the events
     finally:
         await manager.close()
+
+
+class CountingIndex(MemoryRoomIndex):
+    def __init__(self) -> None:
+        super().__init__()
+        self.interactions = 0
+
+    def submit_index(self, entries: Any) -> Any:
+        self.interactions += 1
+        return super().submit_index(entries)
+
+
+async def test_index_interactions_start_a_window_apart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lone write is indexed at once; writes that follow within the window share the next
+    index interaction, and become visible only then."""
+    monkeypatch.setattr(manager_module, "INDEX_WINDOW_S", 2.0)
+    index = CountingIndex()
+    positions = StreamPositions(0)
+    manager = RoomStoreManager(Home(tmp_path), index, positions, clock=FakeClock())
+    try:
+        store = await manager.get_or_create(ROOM)
+        events = chain(ROOM, 5)
+        await store.store_event(events[0])
+        for event in events[1:]:
+            await store.store_event(event)
+        assert index.interactions == 1
+        async with asyncio.timeout(5):
+            await positions.wait_beyond(0)
+        assert positions.current == 1  # the others wait for the window
+        async with asyncio.timeout(5):
+            await positions.wait_beyond(4)
+        assert index.interactions == 2
+        assert [row.event_id for _, row in index.rows] == [e.event_id for e in events]
+    finally:
+        await manager.close()
+
+
+async def test_close_does_not_wait_out_the_index_window(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(manager_module, "INDEX_WINDOW_S", 60.0)
+    index = CountingIndex()
+    manager = RoomStoreManager(Home(tmp_path), index, StreamPositions(0), clock=FakeClock())
+    store = await manager.get_or_create(ROOM)
+    events = chain(ROOM, 3)
+    for event in events:
+        await store.store_event(event)
+    async with asyncio.timeout(5):
+        await manager.close()
+    assert [row.event_id for _, row in index.rows] == [e.event_id for e in events]
+    assert manager.positions.current == 3

@@ -91,6 +91,10 @@ FDS_PER_ROOM: Final = 6
 RESERVED_FDS: Final = 64
 MERGE_LIMIT: Final = 5000
 """Events of concurrent callers merged into one room transaction, at most."""
+INDEX_WINDOW_S: Final = 0.001
+"""Under sustained writes, index interactions on ``node.db`` begin at least this far apart,
+so successive commits (of one room or several) share one: a position becomes visible to
+``/sync`` at most this much later, and only while writes keep coming."""
 INLINE_MAX_EVENTS: Final = 16
 """Larger batches are always written on the room's writer thread: an inline write blocks the
 event loop for its transaction (a few hundred microseconds for a few events)."""
@@ -198,6 +202,8 @@ class RoomStoreManager:
         self._writes_idle.set()
         self._index_queue: list[tuple[RoomId, list[IndexRow], range]] = []
         self._index_inflight: concurrent.futures.Future[None] | None = None
+        self._index_timer: asyncio.TimerHandle | None = None
+        self._index_started = float("-inf")  # loop time the last index interaction began
         self._index_idle = asyncio.Event()
         self._index_idle.set()
         self._closed = False
@@ -356,6 +362,11 @@ class RoomStoreManager:
             return
         self._closed = True
         await self._writes_idle.wait()
+        if self._index_timer is not None:  # no need to wait out the window
+            self._index_timer.cancel()
+            self._index_timer = None
+            if self._index_inflight is None:
+                self._flush_index()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(30):
                 await self._index_idle.wait()
@@ -527,21 +538,38 @@ class RoomStoreManager:
             self._wake_slot_waiters()
 
     def _index_events(self, room_id: RoomId, rows: list[IndexRow], positions: range) -> None:
-        """Queue index rows for ``node.db``; one index interaction is in flight at a time.
+        """Queue index rows for ``node.db``; one index interaction is in flight at a time,
+        and they start at least ``INDEX_WINDOW_S`` apart.
 
-        Rows that arrive while one is in flight are written together in the next, so the
-        index costs one ``node.db`` interaction per commit of ``node.db``, not per event, and
-        lands in the order the rooms committed.
+        Rows that arrive meanwhile are written together in the next, so under sustained
+        writes the index costs one ``node.db`` interaction per window, not per event (a lone
+        write is indexed at once), and lands in the order the rooms committed.
         """
         if not rows:
             self.positions.complete(positions)
             return
         self._index_queue.append((room_id, rows, positions))
-        if self._index_inflight is None:
+        self._index_idle.clear()
+        self._schedule_index()
+
+    def _schedule_index(self) -> None:
+        if self._index_inflight is not None or self._index_timer is not None:
+            return
+        loop = asyncio.get_running_loop()
+        wait = self._index_started + INDEX_WINDOW_S - loop.time()
+        if wait > 0:
+            self._index_timer = loop.call_later(wait, self._index_window_ended)
+        else:
             self._flush_index()
+
+    def _index_window_ended(self) -> None:
+        self._index_timer = None
+        if self._index_queue:
+            self._schedule_index()
 
     def _flush_index(self) -> None:
         entries, self._index_queue = self._index_queue, []
+        self._index_started = asyncio.get_running_loop().time()
         try:
             future = self._index.submit_index([(room_id, rows) for room_id, rows, _ in entries])
         except Exception:
@@ -570,7 +598,7 @@ class RoomStoreManager:
             else:
                 self.positions.complete(positions)
         if self._index_queue:
-            self._flush_index()
+            self._schedule_index()
         else:
             self._index_idle.set()
 

@@ -8,17 +8,21 @@ in the header, never in a query string, so it cannot reach an access log.
 from __future__ import annotations
 
 import hmac
-from typing import Annotated, Any
+from collections.abc import Awaitable, Callable
 
-from fastapi import APIRouter, Depends, Query, Request
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
 
 from cis.api.client.jsonbody import parse_json_object
-from cis.api.errors import ApiError, Errcode
+from cis.api.errors import ApiError, Errcode, query_int
 from cis.handlers.accounts import UserAdmin
 from cis.handlers.admin import MAX_WAIT_S, AdminHandler
 from cis.handlers.status import StatusHandler
 
 PREFIX = "/_cis/admin/v1"
+
+Endpoint = Callable[[Request], Awaitable[Response]]
 
 
 class AdminAuth:
@@ -39,43 +43,53 @@ class AdminAuth:
         ):
             raise ApiError(Errcode.UNKNOWN_TOKEN, "Unknown admin token")
 
+    def guard(self, endpoint: Endpoint) -> Endpoint:
+        """``endpoint`` behind the admin token."""
 
-def admin_router(
+        async def guarded(request: Request) -> Response:
+            self(request)
+            return await endpoint(request)
+
+        return guarded
+
+
+def admin_routes(
     status: StatusHandler,
     admin: AdminHandler,
     auth: AdminAuth,
     users: UserAdmin | None = None,
-) -> APIRouter:
-    router = APIRouter(prefix=PREFIX)
-    authorised = [Depends(auth)]
+) -> list[BaseRoute]:
+    routes: list[BaseRoute] = []
 
     if users is not None:
 
-        @router.post("/users", dependencies=authorised)
-        async def create_user(request: Request) -> dict[str, Any]:
+        async def create_user(request: Request) -> Response:
             """Create a local user (``cis-node user add`` while the node runs)."""
             body = parse_json_object(await request.body())
-            return await users.create(body)
+            return JSONResponse(await users.create(body))
 
-        @router.get("/users/{user_id}", dependencies=authorised)
-        async def get_user(user_id: str) -> dict[str, Any]:
+        async def get_user(request: Request) -> Response:
             """A local user, with the node's DID (the identity its events are signed with)."""
-            return await users.get(user_id)
+            return JSONResponse(await users.get(request.path_params["user_id"]))
 
-    @router.get("/status")
-    async def get_status() -> dict[str, Any]:
-        return dict(await status.status())
+        routes.append(Route(f"{PREFIX}/users", auth.guard(create_user), methods=["POST"]))
+        routes.append(Route(f"{PREFIX}/users/{{user_id}}", auth.guard(get_user), methods=["GET"]))
 
-    @router.get("/rooms", dependencies=authorised)
-    async def get_rooms() -> dict[str, Any]:
-        return {"rooms": await admin.list_rooms()}
+    async def get_status(_request: Request) -> Response:
+        return JSONResponse(dict(await status.status()))
 
-    @router.get("/stream", dependencies=authorised)
-    async def wait_stream(
-        after: Annotated[int, Query(alias="from", ge=0)] = 0,
-        timeout_ms: Annotated[int, Query(alias="timeout", ge=0, le=int(MAX_WAIT_S * 1000))] = 0,
-    ) -> dict[str, Any]:
+    async def get_rooms(_request: Request) -> Response:
+        return JSONResponse({"rooms": await admin.list_rooms()})
+
+    async def wait_stream(request: Request) -> Response:
         """Long-poll: the stream position once it passes ``from`` (or after ``timeout`` ms)."""
-        return {"position": await admin.wait_stream(after, timeout_ms / 1000)}
+        after = query_int(request.query_params, "from", 0, low=0)
+        timeout_ms = query_int(
+            request.query_params, "timeout", 0, low=0, high=int(MAX_WAIT_S * 1000)
+        )
+        return JSONResponse({"position": await admin.wait_stream(after, timeout_ms / 1000)})
 
-    return router
+    routes.append(Route(f"{PREFIX}/status", get_status, methods=["GET"]))
+    routes.append(Route(f"{PREFIX}/rooms", auth.guard(get_rooms), methods=["GET"]))
+    routes.append(Route(f"{PREFIX}/stream", auth.guard(wait_stream), methods=["GET"]))
+    return routes

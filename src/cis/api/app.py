@@ -1,18 +1,20 @@
-"""The node's ASGI application: every route on one port.
+"""The node's ASGI application for everything but the Client-Server API: admin, skills, and
+the federation tunnel's WebSocket route, which ``cis.node`` appends.
 
-Only ``cis.node`` calls ``create_app``, with the handlers it built; later issues add their
-routers here (Matrix Client-Server under ``/_matrix/client``, federation, the web admin).
+Only ``cis.node`` calls ``create_app``, with the handlers it built. It is plain Starlette (which
+federation's WebSocket route needs anyway), not a framework with a validation layer: the
+handful of routes parse their own parameters, and the node stays lighter in memory.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from fastapi import FastAPI
+from starlette.applications import Starlette
+from starlette.routing import BaseRoute
 
-from cis import __version__
-from cis.api.admin import AdminAuth, admin_router
-from cis.api.errors import install_error_handlers
+from cis.api.admin import AdminAuth, admin_routes
+from cis.api.errors import error_handlers
 from cis.handlers.accounts import UserAdmin
 from cis.handlers.admin import AdminHandler
 from cis.handlers.status import StatusHandler
@@ -30,23 +32,15 @@ def create_app(
     users: UserAdmin | None = None,
     federation: FederationAdmin | None = None,
     skills: SkillHost | None = None,
-) -> FastAPI:
-    app = FastAPI(
-        title="cis-node",
-        version=__version__,
-        openapi_url=None,
-        docs_url=None,
-        redoc_url=None,
-    )
-    install_error_handlers(app)
+) -> Starlette:
     auth = AdminAuth(admin_token)
-    app.include_router(admin_router(status, admin, auth, users))
+    routes: list[BaseRoute] = admin_routes(status, admin, auth, users)
     if federation is not None:
-        from cis.api.federation_admin import federation_router
+        from cis.api.federation_admin import federation_routes
 
-        app.include_router(federation_router(federation, auth))
+        routes.extend(federation_routes(federation, auth))
     if skills is not None:
-        from cis.api.skills import skills_router
+        from cis.api.skills import skills_routes
 
-        app.include_router(skills_router(skills, admin_token, auth))
-    return app
+        routes.extend(skills_routes(skills, admin_token, auth))
+    return Starlette(routes=routes, exception_handlers=error_handlers())

@@ -6,36 +6,35 @@ All need the admin token (``cis.api.admin.AdminAuth``). What ``cis-node peers`` 
 
 from __future__ import annotations
 
-from typing import Any
-
-from fastapi import APIRouter, Depends, Request
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
 
 from cis.api.admin import PREFIX, AdminAuth
 from cis.api.client.jsonbody import parse_json_object
 from cis.handlers.federation_admin import FederationAdmin
 
 
-def federation_router(admin: FederationAdmin, auth: AdminAuth) -> APIRouter:
-    router = APIRouter(prefix=PREFIX, dependencies=[Depends(auth)])
+def federation_routes(admin: FederationAdmin, auth: AdminAuth) -> list[BaseRoute]:
+    async def peers(_request: Request) -> Response:
+        return JSONResponse({"peers": await admin.peers()})
 
-    @router.get("/peers")
-    async def peers() -> dict[str, Any]:
-        return {"peers": await admin.peers()}
+    async def trust_list(_request: Request) -> Response:
+        return JSONResponse(admin.trust_list())
 
-    @router.get("/trust")
-    async def trust_list() -> dict[str, Any]:
-        return admin.trust_list()
+    async def trust_set(request: Request) -> Response:
+        return JSONResponse(await admin.trust_set(parse_json_object(await request.body())))
 
-    @router.put("/trust")
-    async def trust_set(request: Request) -> dict[str, Any]:
-        return await admin.trust_set(parse_json_object(await request.body()))
+    async def rebind(request: Request) -> Response:
+        return JSONResponse(await admin.rebind(parse_json_object(await request.body())))
 
-    @router.post("/trust/rebind")
-    async def rebind(request: Request) -> dict[str, Any]:
-        return await admin.rebind(parse_json_object(await request.body()))
+    async def room(request: Request) -> Response:
+        return JSONResponse(await admin.room(request.path_params["room_id"]))
 
-    @router.get("/federation/rooms/{room_id}")
-    async def room(room_id: str) -> dict[str, Any]:
-        return await admin.room(room_id)
-
-    return router
+    return [
+        Route(f"{PREFIX}/peers", auth.guard(peers), methods=["GET"]),
+        Route(f"{PREFIX}/trust", auth.guard(trust_list), methods=["GET"]),
+        Route(f"{PREFIX}/trust", auth.guard(trust_set), methods=["PUT"]),
+        Route(f"{PREFIX}/trust/rebind", auth.guard(rebind), methods=["POST"]),
+        Route(f"{PREFIX}/federation/rooms/{{room_id}}", auth.guard(room), methods=["GET"]),
+    ]

@@ -15,18 +15,20 @@ import asyncio
 import contextlib
 import hmac
 import json
-from typing import Any, Final
+from typing import Final
 
-from fastapi import APIRouter, Depends, Request, WebSocket
-from fastapi.responses import JSONResponse
-from starlette.websockets import WebSocketDisconnect
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from cis.api.admin import AdminAuth
 from cis.log import get_logger
 from cis.skills.contract import CommandError, SkillDisabled, SkillError, SkillUnavailable
 from cis.skills.host import SkillHost
 from cis.skills.pipe import PipeClosed, PipeStream, end_message, parse_params
 
-__all__ = ["skills_router"]
+__all__ = ["skills_routes"]
 
 log = get_logger(__name__)
 
@@ -48,18 +50,16 @@ def _token_ok(header: str | None, token: bytes) -> bool:
     )
 
 
-def skills_router(host: SkillHost, admin_token: str, auth: Any) -> APIRouter:
-    """``auth`` is the admin API's dependency that checks the token of HTTP requests."""
-    router = APIRouter(prefix=PREFIX)
+def skills_routes(host: SkillHost, admin_token: str, auth: AdminAuth) -> list[BaseRoute]:
+    """``auth`` checks the admin token of HTTP requests; the stream checks its own."""
     token = admin_token.encode("utf-8")
-    authorised = [Depends(auth)]
 
-    @router.get("/skills", dependencies=authorised)
-    async def list_skills() -> dict[str, Any]:
-        return {"skills": [status.to_json() for status in host.statuses()]}
+    async def list_skills(_request: Request) -> Response:
+        return JSONResponse({"skills": [status.to_json() for status in host.statuses()]})
 
-    @router.post("/skills/{skill}/commands/{command}", dependencies=authorised)
-    async def run_command(skill: str, command: str, request: Request) -> JSONResponse:
+    async def run_command(request: Request) -> Response:
+        skill: str = request.path_params["skill"]
+        command: str = request.path_params["command"]
         body = await request.body()
         if len(body) > MAX_COMMAND_BYTES:
             return _error(413, "M_TOO_LARGE", "Command body too large")
@@ -79,8 +79,9 @@ def skills_router(host: SkillHost, admin_token: str, auth: Any) -> APIRouter:
             return _error(500, "M_UNKNOWN", str(exc))
         return JSONResponse(dict(result))
 
-    @router.websocket("/skills/{skill}/streams/{stream}")
-    async def run_stream(websocket: WebSocket, skill: str, stream: str) -> None:
+    async def run_stream(websocket: WebSocket) -> None:
+        skill: str = websocket.path_params["skill"]
+        stream: str = websocket.path_params["stream"]
         if not _token_ok(websocket.headers.get("authorization"), token):
             await websocket.close(code=1008)  # before accept: the upgrade gets a 403
             return
@@ -94,7 +95,15 @@ def skills_router(host: SkillHost, admin_token: str, auth: Any) -> APIRouter:
             return
         await _serve_stream(host, websocket, skill, stream, params)
 
-    return router
+    return [
+        Route(f"{PREFIX}/skills", auth.guard(list_skills), methods=["GET"]),
+        Route(
+            f"{PREFIX}/skills/{{skill}}/commands/{{command}}",
+            auth.guard(run_command),
+            methods=["POST"],
+        ),
+        WebSocketRoute(f"{PREFIX}/skills/{{skill}}/streams/{{stream}}", run_stream),
+    ]
 
 
 async def _serve_stream(

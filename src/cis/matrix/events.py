@@ -416,7 +416,8 @@ def build_event(
     fields = _check_fields(rv, wire)
     hashes = {"sha256": encode_base64(hashlib.sha256(encode_canonical_json(wire)).digest())}
     wire["hashes"] = hashes
-    signed_bytes = encode_canonical_json(redact_with(rv, wire))
+    # Shared, not copied: the redacted form is only encoded.
+    signed_bytes = encode_canonical_json(redact_with(rv, wire, share=True))
     signature = encode_base64(signing_key.sign(signed_bytes).signature)
     signatures = {server_name: {key_id: signature}}
     wire["signatures"] = signatures

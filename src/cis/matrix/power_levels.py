@@ -12,6 +12,7 @@ Reading an existing event, a value of another type counts as absent.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -21,6 +22,9 @@ from cis.matrix.events import EventLike
 from cis.matrix.room_versions import RoomVersion
 
 CREATOR_LEVEL_WITHOUT_POWER_LEVELS: Final = 100
+PARSED_CACHE_SIZE: Final = 256
+"""Power levels events whose parsed form is kept: every event's auth check reads the room's
+current one, so parsing it once per event (not per check) matters for a busy room."""
 
 
 def _is_int(value: object) -> bool:
@@ -87,8 +91,32 @@ def effective_power_levels(
 ) -> PowerLevels:
     """The power levels in force given the room's create and power levels events."""
     if power_levels is not None:
-        return PowerLevels.from_content(power_levels.content)
+        return _parsed(power_levels)
     creator = room_creator(rv, create) if create is not None else None
     if creator is None:
         return PowerLevels()
     return PowerLevels(users=MappingProxyType({creator: CREATOR_LEVEL_WITHOUT_POWER_LEVELS}))
+
+
+_parsed_cache: dict[str, tuple[Mapping[str, Any], PowerLevels]] = {}
+
+
+def _parsed(event: EventLike) -> PowerLevels:
+    """``PowerLevels.from_content`` of a power levels event, cached by event id for frozen
+    events (``Event.content`` is a read-only ``MappingProxyType``). The entry holds the very
+    content object it was parsed from and is used only for that object, so an event id reused
+    with other content (a test's fake) is parsed afresh; a mutable content is never cached.
+    Each step is one dict operation, so threads calling this at once cannot corrupt it (the
+    oldest entry goes first; one evicted twice is simply gone)."""
+    content = event.content
+    if type(content) is not MappingProxyType:
+        return PowerLevels.from_content(content)
+    entry = _parsed_cache.get(event.event_id)
+    if entry is not None and entry[0] is content:
+        return entry[1]
+    levels = PowerLevels.from_content(content)
+    _parsed_cache[event.event_id] = (content, levels)
+    if len(_parsed_cache) > PARSED_CACHE_SIZE:
+        with contextlib.suppress(KeyError, StopIteration, RuntimeError):
+            del _parsed_cache[next(iter(_parsed_cache))]
+    return levels

@@ -22,12 +22,14 @@ import threading
 import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import IO, Final
+from typing import IO, TYPE_CHECKING, Final
 
-from dulwich.errors import ApplyDeltaError, ChecksumMismatch, ObjectFormatException
-from dulwich.object_store import DiskObjectStore, MissingObjectFinder, PackInputTooLarge
-from dulwich.objects import ObjectID, sha_to_hex
-from dulwich.pack import load_pack_index, write_pack_from_container
+if TYPE_CHECKING:
+    from dulwich.object_store import DiskObjectStore
+    from dulwich.objects import ObjectID
+
+# dulwich is imported in the functions that use it: the Git skill loads at node start, dulwich
+# only when a git operation runs.
 
 __all__ = ["GIT", "PackRefused", "git_env", "index_pack", "write_pack"]
 
@@ -83,6 +85,9 @@ def write_pack(
     """Stream the pack of ``wants`` minus ``haves`` to ``write``. Blocking."""
     haves = [h for h in haves if h in store]
     if not use_git:
+        from dulwich.object_store import MissingObjectFinder
+        from dulwich.pack import write_pack_from_container
+
         finder = MissingObjectFinder(store, haves=haves, wants=list(wants), progress=progress)
         object_ids = list(finder)
         if progress is not None:
@@ -182,6 +187,9 @@ def index_pack(
             raise PackRefused(TOO_LARGE)
         last = message.splitlines()[-1] if message else "index-pack failed"
         raise PackRefused(last.removeprefix("fatal: ")[:200])
+    from dulwich.objects import sha_to_hex
+    from dulwich.pack import load_pack_index
+
     _kind, _, name = b"".join(out).decode().strip().partition("\t")
     index = load_pack_index(
         str(repo_dir / "objects" / "pack" / f"pack-{name}.idx"), store.object_format
@@ -198,6 +206,10 @@ def _index_with_dulwich(
     read_some: Callable[[int], bytes],
     max_input_size: int | None,
 ) -> list[ObjectID]:
+    from dulwich.errors import ApplyDeltaError, ChecksumMismatch, ObjectFormatException
+    from dulwich.object_store import PackInputTooLarge
+    from dulwich.objects import sha_to_hex
+
     try:
         pack = store.add_thin_pack(read_exact, read_some, max_input_size=max_input_size)
     except PackInputTooLarge:

@@ -33,10 +33,7 @@ import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
-
-from dulwich.object_store import DiskObjectStore
-from dulwich.objects import ObjectID
+from typing import TYPE_CHECKING, Any, Final, cast
 
 from cis.skills.contract import MAX_PEER_PAYLOAD, CommandError, SkillApi
 from cis.skills.git import schema
@@ -44,6 +41,10 @@ from cis.skills.git.names import InvalidName, repo_room_localpart, validate_ref,
 from cis.skills.git.packs import PackRefused, index_pack, write_pack
 from cis.skills.git.repos import Repositories, UpdateRequest
 from cis.skills.git.schema import ZERO
+
+if TYPE_CHECKING:
+    from dulwich.object_store import DiskObjectStore
+    from dulwich.objects import ObjectID
 
 __all__ = ["GitExchange", "RemoteRefs"]
 
@@ -188,13 +189,13 @@ class GitExchange:
     def _make_pack(self, key: str, wants: list[str], haves: list[str], session: _Session) -> int:
         store = self.repos.object_store(key)
         try:
-            missing = [w for w in wants if ObjectID(w.encode()) not in store]
+            missing = [w for w in wants if _oid(w) not in store]
             if missing:
                 raise CommandError(f"this node lacks {len(missing)} wanted objects")
             with session.path.open("wb") as out:
                 write_pack(
-                    self.repos.path(key), store, [ObjectID(w.encode()) for w in wants],
-                    [ObjectID(h.encode()) for h in haves], out.write, thin=True,
+                    self.repos.path(key), store, [_oid(w) for w in wants],
+                    [_oid(h) for h in haves], out.write, thin=True,
                 )  # fmt: skip
         finally:
             store.close()
@@ -321,10 +322,10 @@ class GitExchange:
         store = await asyncio.to_thread(self.repos.object_store, key, create=True)
         try:
             wanted = sorted({sha for sha in remote.refs.values()})
-            missing = [w for w in wanted if ObjectID(w.encode()) not in store]
+            missing = [w for w in wanted if _oid(w) not in store]
             if missing:
                 held = await asyncio.to_thread(self.repos.refs, key)
-                haves = sorted({s for s in held.values() if ObjectID(s.encode()) in store})
+                haves = sorted({s for s in held.values() if _oid(s) in store})
                 await self._fetch(home, repo, key, store, wants=missing, haves=haves)
         finally:
             store.close()
@@ -380,7 +381,7 @@ class GitExchange:
             raise CommandError(f"refused the pack from {home}: {exc}") from None
         fresh = self.repos.object_store(key)
         try:
-            absent = [w for w in wants if ObjectID(w.encode()) not in fresh]
+            absent = [w for w in wants if _oid(w) not in fresh]
         finally:
             fresh.close()
         if absent:
@@ -401,7 +402,7 @@ class GitExchange:
         if wants:
             await asyncio.to_thread(
                 write_pack, self.repos.path(key), store,
-                [ObjectID(w.encode()) for w in wants], [ObjectID(h.encode()) for h in haves],
+                [_oid(w) for w in wants], [_oid(h) for h in haves],
                 buffer.write, thin=True,
             )  # fmt: skip
         pack = buffer.getvalue()
@@ -420,6 +421,12 @@ class GitExchange:
         if not isinstance(statuses, list) or len(statuses) != len(requests):
             raise CommandError(f"node {home} answered the push without statuses")
         return [s if isinstance(s, str) or s is None else "refused" for s in statuses]
+
+
+def _oid(sha: str) -> ObjectID:
+    """A hex object id as dulwich takes it (``ObjectID`` is bytes; dulwich is not imported
+    at node start)."""
+    return cast("ObjectID", sha.encode())
 
 
 def _read_at(path: Path, offset: int, size: int) -> bytes:

@@ -20,11 +20,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
-
-from dulwich.object_store import DiskObjectStore
-from dulwich.objects import Commit, ObjectID, Tag
-from dulwich.repo import Repo
+from typing import TYPE_CHECKING, Final, cast
 
 from cis.clock import Clock
 from cis.skills.contract import SkillDatabase
@@ -37,6 +33,12 @@ from cis.skills.git.schema import (
     read_refs,
     read_repo,
 )
+
+if TYPE_CHECKING:
+    from dulwich.object_store import DiskObjectStore
+    from dulwich.objects import Commit, ObjectID
+
+# dulwich is imported where an object store is opened or read, not at node start.
 
 __all__ = ["FETCH_FIRST", "NON_FAST_FORWARD", "Repositories", "UpdateRequest"]
 
@@ -91,6 +93,9 @@ class Repositories:
 
     def object_store(self, repo: str, *, create: bool = False) -> DiskObjectStore:
         """The repository's object store (created in bare layout when asked)."""
+        from dulwich.object_store import DiskObjectStore
+        from dulwich.repo import Repo
+
         path = self.path(repo)
         if not (path / "objects").is_dir():
             if not create:
@@ -148,7 +153,7 @@ class Repositories:
             return FETCH_FIRST
         if request.new in (ZERO, request.old):
             return None
-        if ObjectID(request.new.encode()) not in store:
+        if cast("ObjectID", request.new.encode()) not in store:
             return MISSING_OBJECTS
         checked = not request.force and request.old != ZERO
         if checked and not is_ancestor(store, request.old, request.new):
@@ -157,6 +162,8 @@ class Repositories:
 
 
 def _peel_to_commit(store: DiskObjectStore, sha: str) -> Commit | None:
+    from dulwich.objects import Commit, ObjectID, Tag
+
     obj = store[ObjectID(sha.encode())]
     while isinstance(obj, Tag):
         obj = store[obj.object[1]]
@@ -165,6 +172,8 @@ def _peel_to_commit(store: DiskObjectStore, sha: str) -> Commit | None:
 
 def is_ancestor(store: DiskObjectStore, old: str, new: str) -> bool:
     """Whether commit ``old`` is reachable from ``new`` (a fast-forward from ``old``)."""
+    from dulwich.objects import Commit
+
     try:
         target = _peel_to_commit(store, old)
         start = _peel_to_commit(store, new)

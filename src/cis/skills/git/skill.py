@@ -28,15 +28,7 @@ import asyncio
 import contextlib
 import zlib
 from collections.abc import Mapping
-from typing import Any, ClassVar, Final
-
-from dulwich.errors import (
-    ApplyDeltaError,
-    ChecksumMismatch,
-    GitProtocolError,
-    HangupException,
-    ObjectFormatException,
-)
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from cis.ids import RoomId
 from cis.matrix import Event
@@ -61,8 +53,13 @@ from cis.skills.git.names import (
 )
 from cis.skills.git.peer import GitExchange
 from cis.skills.git.repos import Repositories
-from cis.skills.git.serve import ApplyUpdates, serve_receive_pack, serve_upload_pack
 from cis.skills.pipe import PipeClosed
+
+if TYPE_CHECKING:
+    from cis.skills.git.serve import ApplyUpdates
+
+# dulwich (and ``serve``, built on it) is imported where git is served, not at node start: a
+# node that serves no git operation does not carry it in memory.
 
 __all__ = ["PUSH_EVENT", "GitSkill"]
 
@@ -74,7 +71,13 @@ DEFAULT_SESSIONS: Final = 16
 PACED_EVENTS_PER_S: Final = 20.0
 """The outbox stays well below the host's flood limit even for a push of many refs."""
 OUTBOX_RETRY_S: Final = 30.0
-DAMAGE: Final = (ChecksumMismatch, ObjectFormatException, ApplyDeltaError, zlib.error, KeyError)
+
+
+def _damage_errors() -> tuple[type[Exception], ...]:
+    """What dulwich raises for a damaged object store."""
+    from dulwich.errors import ApplyDeltaError, ChecksumMismatch, ObjectFormatException
+
+    return (ChecksumMismatch, ObjectFormatException, ApplyDeltaError, zlib.error, KeyError)
 
 
 class GitSkill:
@@ -120,6 +123,8 @@ class GitSkill:
     # ------------------------------------------------------------ serving git
 
     async def _serve(self, stream: DuplexStream, params: Mapping[str, str]) -> int:
+        from dulwich.errors import GitProtocolError, HangupException
+
         service = params.get("service", "")
         try:
             if service not in SERVICES:
@@ -140,7 +145,7 @@ class GitSkill:
                 return EXIT_FATAL
             except GitProtocolError as exc:
                 return _fatal(stream, f"cis: {exc}")
-            except DAMAGE as exc:
+            except _damage_errors() as exc:
                 # dulwich checks every object it reads against its id: a damaged store is
                 # refused here, for this repository only (the skill goes on serving others).
                 self.api.log.error(
@@ -206,6 +211,8 @@ class GitSkill:
         return statuses
 
     def _upload(self, key: str, stream: DuplexStream) -> int:
+        from cis.skills.git.serve import serve_upload_pack
+
         info = self.repos.info(key)
         if info is None or not self.repos.exists(key):
             repo = key.partition("@")[0]
@@ -218,6 +225,8 @@ class GitSkill:
         return 0
 
     def _receive(self, key: str, stream: DuplexStream, apply: ApplyUpdates | None = None) -> int:
+        from cis.skills.git.serve import serve_receive_pack
+
         store = self.repos.object_store(key, create=True)
         pusher = self.api.sovereign_user
 

@@ -39,6 +39,7 @@ from typing import Any, Final, Protocol
 
 import nacl.signing
 
+from cis.handlers.federation_auth import AuthChecker
 from cis.handlers.federation_keys import KeyRing
 from cis.handlers.federation_state import EventCache, StateGroups, StateMap, topological
 from cis.handlers.room_cache import RoomCache, RoomSnapshot
@@ -53,7 +54,6 @@ from cis.matrix import (
     UnsupportedRoomVersion,
     auth_types_for_event,
     canonical_json,
-    check_auth,
     check_auth_events_selection,
 )
 from cis.matrix.errors import InvalidJson
@@ -204,6 +204,7 @@ class Ingest:
         self.max_waiting = max_waiting
         self._waiting = 0
         self._locks: dict[RoomId, asyncio.Lock] = {}
+        self.auth = AuthChecker()
         self.counters: dict[str, int] = {
             "dropped": 0,
             "redacted": 0,
@@ -428,7 +429,7 @@ class Ingest:
         cited = await self._events(room_id, event.auth_events, batch)
         try:
             selected = check_auth_events_selection(event, list(cited.values()), rejected=rejected)
-            check_auth(room_version, event, selected, is_signed_by=self._signed_by(event))
+            self.auth.check(room_version, event, selected, is_signed_by=self._signed_by(event))
         except MissingEvents:
             return None
         except AuthError as exc:
@@ -454,7 +455,7 @@ class Ingest:
             if found is not None:
                 auth_state[key] = found
         try:
-            check_auth(room_version, event, auth_state, is_signed_by=self._signed_by(event))
+            self.auth.check(room_version, event, auth_state, is_signed_by=self._signed_by(event))
         except AuthError as exc:
             log.debug("state_refuses", event_id=event.event_id, rule=exc.rule)
             return False

@@ -458,15 +458,29 @@ class FederationService:
     async def _ingest_with_ancestors(
         self, room_id: RoomId, room_version: str, origin: Did, events: list[Event]
     ) -> int:
-        ids = {e.event_id for e in events}
-        prevs = {p for e in events for p in e.prev_events if p not in ids}
-        held = await self.ingest.held(room_id, [*ids, *prevs])
-        events = [e for e in events if e.event_id not in held]
-        missing = [p for p in prevs if p not in held]
-        if missing and events:
-            fetched = await self.fetch_missing(origin, room_id, room_version, missing, known=held)
-            events = [*fetched, *events]
-        return await self._process_in_chunks(room_id, room_version, events)
+        """Receipt of ``events`` at once (the common case: they build on held events, and
+        receipt's own read finds that out); those that build on events this node lacks are
+        skipped there, and go through receipt again with their ancestors, fetched from
+        ``origin`` by walking back."""
+        given = {e.event_id for e in events}
+        stored = 0
+        skipped: set[EventId] = set()
+        missing: dict[EventId, None] = {}
+        ordered = topological(events)
+        for start in range(0, len(ordered), PROCESS_CHUNK):
+            result = await self.ingest.process(
+                room_id, room_version, ordered[start : start + PROCESS_CHUNK]
+            )
+            stored += len(result.statuses)
+            skipped.update(result.skipped)
+            missing.update((m, None) for m in result.missing if m not in given)
+        waiting = [e for e in events if e.event_id in skipped]
+        if not missing or not waiting:
+            return stored
+        held = await self.ingest.held(room_id, list(missing))
+        wanted = [m for m in missing if m not in held]
+        fetched = await self.fetch_missing(origin, room_id, room_version, wanted, known=held)
+        return stored + await self._process_in_chunks(room_id, room_version, [*fetched, *waiting])
 
     async def _process_in_chunks(
         self, room_id: RoomId, room_version: str, events: list[Event]
@@ -575,6 +589,7 @@ class FederationService:
         ]
         if not earliest:
             return 0
+        self.ingest.prepare_workers()
         pages: asyncio.Queue[list[Event] | None] = asyncio.Queue(maxsize=HISTORY_PAGES_AHEAD)
 
         async def fetch(after: int) -> pb.Events:

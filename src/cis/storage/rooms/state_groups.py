@@ -168,6 +168,13 @@ def cited_ids(conn: sqlite3.Connection, event_ids: Sequence[str]) -> set[EventId
     return found
 
 
+def held_and_cited(
+    conn: sqlite3.Connection, event_ids: Sequence[str], batch_ids: Sequence[str]
+) -> tuple[dict[EventId, str], set[EventId]]:
+    """``held_ids(event_ids)`` and ``cited_ids(batch_ids)`` in one read (receipt's first)."""
+    return held_ids(conn, event_ids), cited_ids(conn, batch_ids)
+
+
 def replace_state_txn(conn: sqlite3.Connection, state: Mapping[StateKey, str]) -> None:
     """Make ``room_state`` hold exactly ``state``; rows that already agree are left alone."""
     current = {

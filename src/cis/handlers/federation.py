@@ -11,9 +11,12 @@ Invariants:
 2. **Push, then catch-up as the source of truth.** The origin pushes each new event to the
    servers of the users joined (``federation_sender``). On every tunnel (re)connect and every
    ``catchup_interval`` each side sends its forward extremities for the rooms it shares with
-   the peer; the receiver fetches what it lacks by walking ``prev_events`` back (``GetEvents``,
-   then ``GetMissingEvents`` in batches of up to 1,000) until it meets events it holds or the
-   create event, and hands everything to receipt (``federation_ingest``) oldest first. A
+   the peer. The receiver first asks for the history the peer stored after its own
+   extremities (``GetHistory`` pages, oldest first, each stored as it comes while the next is
+   fetched: ``stream_history``), then fetches whatever it still lacks by walking
+   ``prev_events`` back (``GetEvents``, then ``GetMissingEvents`` in batches of up to 1,000)
+   until it meets events it holds or the create event, and hands that to receipt
+   (``federation_ingest``) oldest first: the walk decides completeness. A
    registered room whose files are gone (a node restored from ``node.db`` alone) is rebuilt
    the same way from any peer that shares it.
 3. **Frames never stall a tunnel.** The handler returns at once: pushed PDUs go to a worker

@@ -7,6 +7,7 @@ event builder."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 from collections.abc import Iterable, Mapping
@@ -140,7 +141,11 @@ async def test_receipt_follows_the_spec_order(tmp_path: Path) -> None:
                               state_key="")  # fmt: skip
         late = make(sender=charlie.user_id, kind="m.room.message", content={**msg, "body": "late"},
                     extremities=before_ban[0], state=before_ban[1])  # fmt: skip
-        wires = [bad_sig, tampered_wire, outsider, outsider_topic, late]
+        # Valid against the auth events it cites (charlie's join), built after the ban: the
+        # state before it refuses it (step 5, checked even though step 4 passed).
+        stale_auth = make(sender=charlie.user_id, kind="m.room.message",
+                          content={**msg, "body": "stale auth"}, state=before_ban[1])  # fmt: skip
+        wires = [bad_sig, tampered_wire, outsider, outsider_topic, late, stale_auth]
         raws = [b"{not json", *(encode_canonical_json(_wire(w)) for w in wires)]
         await service(beta).receive(RoomId(room), alpha.did, raws)
 
@@ -150,6 +155,7 @@ async def test_receipt_follows_the_spec_order(tmp_path: Path) -> None:
         assert got[outsider["event_id"]] is EventStatus.REJECTED
         assert got[outsider_topic["event_id"]] is EventStatus.REJECTED
         assert got[late["event_id"]] is EventStatus.SOFT_FAILED
+        assert got[stale_auth["event_id"]] is EventStatus.REJECTED
         store = RoomStore(service(beta).cache.manager, RoomId(room))
         stored = await store.get_event(EventId(tampered["event_id"]))
         assert stored is not None and "body" not in stored.content  # hash mismatch: redacted
@@ -159,7 +165,8 @@ async def test_receipt_follows_the_spec_order(tmp_path: Path) -> None:
         assert "outsider" not in await bob.messages(room)
         extremities = set(await store.forward_extremities())
         assert tampered["event_id"] in extremities
-        refused = {outsider["event_id"], outsider_topic["event_id"], late["event_id"]}
+        refused = {outsider["event_id"], outsider_topic["event_id"], late["event_id"],
+                   stale_auth["event_id"]}  # fmt: skip
         assert not extremities & refused
         next_id = await bob.send(room, "after")
         following = await store.get_event(EventId(next_id))
@@ -167,7 +174,7 @@ async def test_receipt_follows_the_spec_order(tmp_path: Path) -> None:
         assert following.prev_events == (tampered["event_id"],)
         counters = service(beta).ingest.counters
         assert counters["dropped"] >= 2 and counters["redacted"] >= 1
-        assert counters["rejected"] >= 2 and counters["soft_failed"] >= 1
+        assert counters["rejected"] >= 3 and counters["soft_failed"] >= 1
 
 
 async def test_a_state_event_losing_resolution_does_not_become_the_stored_state(
@@ -330,6 +337,8 @@ async def test_big_batches_are_checked_in_worker_processes_alike(tmp_path: Path)
         ingest.workers = 1
         threaded = await ingest.check(version, raws)
         assert pooled == threaded
+        for a, b in zip(pooled, threaded, strict=True):  # every field, not only the bytes
+            assert all(getattr(a, f.name) == getattr(b, f.name) for f in dataclasses.fields(a))
         assert len(pooled) == len(raws) - 1 - sum(1 for i in range(len(raws) - 1) if i % 7 == 3)
         redacted = [e for e in pooled if "body" not in e.content]
         assert len(redacted) == sum(1 for i in range(len(raws) - 1) if i % 5 == 1 and i % 7 != 3)

@@ -104,6 +104,9 @@ def _validate_request(request: Request) -> None:
         _check_batch("backfill limit", request.backfill.limit)
     elif kind == "get_missing_events":
         _check_batch("get_missing_events limit", request.get_missing_events.limit)
+    elif kind == "get_history":
+        _check_batch("get_history limit", request.get_history.limit)
+        _check_batch("get_history earliest_events", len(request.get_history.earliest_events))
 
 
 def _validate_response(response: Response) -> None:

@@ -587,6 +587,7 @@ class Request(_message.Message):
     SERVER_KEYS_FIELD_NUMBER: _builtins.int
     USER_DEVICES_FIELD_NUMBER: _builtins.int
     SKILL_CALL_FIELD_NUMBER: _builtins.int
+    GET_HISTORY_FIELD_NUMBER: _builtins.int
     id: _builtins.int
     """chosen by the requester, unique among its requests to this peer"""
     @_builtins.property
@@ -623,6 +624,8 @@ class Request(_message.Message):
     def user_devices(self) -> Global___UserDevices: ...
     @_builtins.property
     def skill_call(self) -> Global___SkillCall: ...
+    @_builtins.property
+    def get_history(self) -> Global___GetHistory: ...
     def __init__(
         self,
         *,
@@ -642,12 +645,13 @@ class Request(_message.Message):
         server_keys: Global___ServerKeysQuery | None = ...,
         user_devices: Global___UserDevices | None = ...,
         skill_call: Global___SkillCall | None = ...,
+        get_history: Global___GetHistory | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["backfill", b"backfill", "get_events", b"get_events", "get_extremities", b"get_extremities", "get_missing_events", b"get_missing_events", "get_state_ids", b"get_state_ids", "invite", b"invite", "key_claim", b"key_claim", "key_query", b"key_query", "kind", b"kind", "make_join", b"make_join", "make_leave", b"make_leave", "send_join", b"send_join", "send_leave", b"send_leave", "server_keys", b"server_keys", "skill_call", b"skill_call", "user_devices", b"user_devices"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["backfill", b"backfill", "get_events", b"get_events", "get_extremities", b"get_extremities", "get_history", b"get_history", "get_missing_events", b"get_missing_events", "get_state_ids", b"get_state_ids", "invite", b"invite", "key_claim", b"key_claim", "key_query", b"key_query", "kind", b"kind", "make_join", b"make_join", "make_leave", b"make_leave", "send_join", b"send_join", "send_leave", b"send_leave", "server_keys", b"server_keys", "skill_call", b"skill_call", "user_devices", b"user_devices"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["backfill", b"backfill", "get_events", b"get_events", "get_extremities", b"get_extremities", "get_missing_events", b"get_missing_events", "get_state_ids", b"get_state_ids", "id", b"id", "invite", b"invite", "key_claim", b"key_claim", "key_query", b"key_query", "kind", b"kind", "make_join", b"make_join", "make_leave", b"make_leave", "send_join", b"send_join", "send_leave", b"send_leave", "server_keys", b"server_keys", "skill_call", b"skill_call", "user_devices", b"user_devices"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backfill", b"backfill", "get_events", b"get_events", "get_extremities", b"get_extremities", "get_history", b"get_history", "get_missing_events", b"get_missing_events", "get_state_ids", b"get_state_ids", "id", b"id", "invite", b"invite", "key_claim", b"key_claim", "key_query", b"key_query", "kind", b"kind", "make_join", b"make_join", "make_leave", b"make_leave", "send_join", b"send_join", "send_leave", b"send_leave", "server_keys", b"server_keys", "skill_call", b"skill_call", "user_devices", b"user_devices"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["get_extremities", "get_events", "backfill", "get_missing_events", "get_state_ids", "make_join", "send_join", "invite", "make_leave", "send_leave", "key_query", "key_claim", "server_keys", "user_devices", "skill_call"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["get_extremities", "get_events", "backfill", "get_missing_events", "get_state_ids", "make_join", "send_join", "invite", "make_leave", "send_leave", "key_query", "key_claim", "server_keys", "user_devices", "skill_call", "get_history"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
@@ -758,6 +762,46 @@ class GetMissingEvents(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetMissingEvents: _TypeAlias = GetMissingEvents  # noqa: Y015
+
+@_typing.final
+class GetHistory(_message.Message):
+    """Catch-up in the responder's own storage order (docs/federation.md §4): the events of the
+    room it stored after the earliest of `earliest_events` it holds (or, on a follow-up, after
+    `after`), oldest first, each stored after its own prev_events. An optimisation over the
+    GetMissingEvents walk, which stays the source of truth: the requester walks back afterwards
+    for whatever is still missing. M_NOT_FOUND when `after` is 0 and no earliest event is held.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROOM_ID_FIELD_NUMBER: _builtins.int
+    EARLIEST_EVENTS_FIELD_NUMBER: _builtins.int
+    AFTER_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    room_id: _builtins.str
+    after: _builtins.int
+    """0 first; then the previous answer's Events.next"""
+    limit: _builtins.int
+    """<= 1000"""
+    @_builtins.property
+    def earliest_events(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """the requester's forward extremities (<= 1000)"""
+
+    def __init__(
+        self,
+        *,
+        room_id: _builtins.str = ...,
+        earliest_events: _abc.Iterable[_builtins.str] | None = ...,
+        after: _builtins.int = ...,
+        limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after", b"after", "earliest_events", b"earliest_events", "limit", b"limit", "room_id", b"room_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetHistory: _TypeAlias = GetHistory  # noqa: Y015
 
 @_typing.final
 class GetStateIds(_message.Message):
@@ -1044,7 +1088,7 @@ class Response(_message.Message):
     def extremities(self) -> Global___ForwardExtremities: ...
     @_builtins.property
     def events(self) -> Global___Events:
-        """answers get_events, backfill, get_missing_events"""
+        """answers get_events, backfill, get_missing_events, get_history"""
 
     @_builtins.property
     def state_ids(self) -> Global___StateIds: ...
@@ -1126,8 +1170,11 @@ class Events(_message.Message):
 
     PDUS_FIELD_NUMBER: _builtins.int
     TRUNCATED_FIELD_NUMBER: _builtins.int
+    NEXT_FIELD_NUMBER: _builtins.int
     truncated: _builtins.bool
     """the answer was cut to fit MAX_BATCH or the frame limit; ask again"""
+    next: _builtins.int
+    """GetHistory: the responder's position to ask `after` next (opaque)"""
     @_builtins.property
     def pdus(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]: ...
     def __init__(
@@ -1135,10 +1182,11 @@ class Events(_message.Message):
         *,
         pdus: _abc.Iterable[_builtins.bytes] | None = ...,
         truncated: _builtins.bool = ...,
+        next: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["pdus", b"pdus", "truncated", b"truncated"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next", b"next", "pdus", b"pdus", "truncated", b"truncated"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

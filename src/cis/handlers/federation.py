@@ -11,9 +11,12 @@ Invariants:
 2. **Push, then catch-up as the source of truth.** The origin pushes each new event to the
    servers of the users joined (``federation_sender``). On every tunnel (re)connect and every
    ``catchup_interval`` each side sends its forward extremities for the rooms it shares with
-   the peer; the receiver fetches what it lacks by walking ``prev_events`` back (``GetEvents``,
-   then ``GetMissingEvents`` in batches of up to 1,000) until it meets events it holds or the
-   create event, and hands everything to receipt (``federation_ingest``) oldest first. A
+   the peer. The receiver first asks for the history the peer stored after its own
+   extremities (``GetHistory`` pages, oldest first, each stored as it comes while the next is
+   fetched: ``stream_history``), then fetches whatever it still lacks by walking
+   ``prev_events`` back (``GetEvents``, then ``GetMissingEvents`` in batches of up to 1,000)
+   until it meets events it holds or the create event, and hands that to receipt
+   (``federation_ingest``) oldest first: the walk decides completeness. A
    registered room whose files are gone (a node restored from ``node.db`` alone) is rebuilt
    the same way from any peer that shares it.
 3. **Frames never stall a tunnel.** The handler returns at once: pushed PDUs go to a worker
@@ -59,7 +62,7 @@ from cis.matrix import Event
 from cis.matrix.redaction import redact
 from cis.storage import federation as fed_store
 from cis.storage.database import Database
-from cis.storage.rooms import state_groups as sg
+from cis.storage.rooms import history
 from cis.storage.rooms.store import RoomStore
 from cis.storage.rooms.types import RoomStatus
 
@@ -70,6 +73,10 @@ MAX_WALK_ROUNDS: Final = 10_000
 FIRST_WALK_LIMIT: Final = 50
 PROCESS_CHUNK: Final = 1000
 MAX_PENDING_PER_ROOM: Final = 10_000
+HISTORY_PAGES_AHEAD: Final = 2
+"""Checked ``GetHistory`` pages waiting for receipt while the next is fetched and checked."""
+HISTORY_MAX_BYTES: Final = 900 * 1024
+"""PDU bytes in one ``GetHistory`` answer: its frame stays under the 1 MiB limit."""
 MAX_CONCURRENT_REQUESTS: Final = 16
 RTT_PERSIST_INTERVAL: Final = 5.0
 
@@ -147,6 +154,8 @@ class FederationService:
         self.trust = trust
         self._clock = clock
         self.catchup_interval = catchup_interval
+        self.history_page = frames.MAX_BATCH
+        """Events asked for in one ``GetHistory`` request (tests lower it to get many pages)."""
         self.events = EventCache(cache.manager)
         self.groups = StateGroups(cache.manager, self.events)
         self.ingest = Ingest(
@@ -176,6 +185,7 @@ class FederationService:
         self.register("get_events", self._serve_get_events)
         self.register("get_missing_events", self._serve_missing_events)
         self.register("backfill", self._serve_backfill)
+        self.register("get_history", self._serve_history)
         self.register("get_state_ids", self._serve_state_ids)
         self.register("server_keys", self._serve_server_keys)
 
@@ -451,15 +461,29 @@ class FederationService:
     async def _ingest_with_ancestors(
         self, room_id: RoomId, room_version: str, origin: Did, events: list[Event]
     ) -> int:
-        ids = {e.event_id for e in events}
-        prevs = {p for e in events for p in e.prev_events if p not in ids}
-        held = await self.ingest.held(room_id, [*ids, *prevs])
-        events = [e for e in events if e.event_id not in held]
-        missing = [p for p in prevs if p not in held]
-        if missing and events:
-            fetched = await self.fetch_missing(origin, room_id, room_version, missing, known=held)
-            events = [*fetched, *events]
-        return await self._process_in_chunks(room_id, room_version, events)
+        """Receipt of ``events`` at once (the common case: they build on held events, and
+        receipt's own read finds that out); those that build on events this node lacks are
+        skipped there, and go through receipt again with their ancestors, fetched from
+        ``origin`` by walking back."""
+        given = {e.event_id for e in events}
+        stored = 0
+        skipped: set[EventId] = set()
+        missing: dict[EventId, None] = {}
+        ordered = topological(events)
+        for start in range(0, len(ordered), PROCESS_CHUNK):
+            result = await self.ingest.process(
+                room_id, room_version, ordered[start : start + PROCESS_CHUNK]
+            )
+            stored += len(result.statuses)
+            skipped.update(result.skipped)
+            missing.update((m, None) for m in result.missing if m not in given)
+        waiting = [e for e in events if e.event_id in skipped]
+        if not missing or not waiting:
+            return stored
+        held = await self.ingest.held(room_id, list(missing))
+        wanted = [m for m in missing if m not in held]
+        fetched = await self.fetch_missing(origin, room_id, room_version, wanted, known=held)
+        return stored + await self._process_in_chunks(room_id, room_version, [*fetched, *waiting])
 
     async def _process_in_chunks(
         self, room_id: RoomId, room_version: str, events: list[Event]
@@ -495,10 +519,21 @@ class FederationService:
         if store_exists:
             earliest = (await RoomStore(self.cache.manager, room_id).forward_extremities())[:20]
         pre = dict(prefetched or {})
+        # Missing parent → the fetched events naming it, kept as the walk goes: each round
+        # looks only at what it just fetched, not at everything fetched so far.
+        waiting: dict[str, list[EventId]] = {}
+
+        def add(events: Sequence[Event]) -> None:
+            for event in events:
+                fetched[event.event_id] = event
+                waiting.pop(event.event_id, None)
+            for event in events:
+                for p in event.prev_events:
+                    if p not in fetched and p not in held:
+                        waiting.setdefault(p, []).append(event.event_id)
+
         todo = [w for w in dict.fromkeys(wanted) if w not in held]
-        use = [pre.pop(w) for w in todo if w in pre]
-        for event in use:
-            fetched[event.event_id] = event
+        add([pre.pop(w) for w in todo if w in pre])
         todo = [w for w in todo if w not in fetched]
         for start in range(0, len(todo), frames.MAX_BATCH):
             chunk = todo[start : start + frames.MAX_BATCH]
@@ -506,29 +541,22 @@ class FederationService:
                 did, pb.Request(get_events=pb.GetEvents(room_id=room_id, event_ids=chunk))
             )
             body = expect(response, "events")
-            for event in await self.ingest.check(room_version, list(body.pdus)):
-                fetched[event.event_id] = event
+            add(await self.ingest.check(room_version, list(body.pdus)))
         limit = FIRST_WALK_LIMIT
         for _round in range(MAX_WALK_ROUNDS):
-            frontier = {
-                p for e in fetched.values() for p in e.prev_events
-                if p not in fetched and p not in held
-            }  # fmt: skip
-            taken = [p for p in frontier if p in pre]
+            taken = [p for p in waiting if p in pre]
             if taken:  # what send_join handed over first; ask the peer only for the rest
-                for p in taken:
-                    fetched[p] = pre.pop(p)
+                add([pre.pop(EventId(p)) for p in taken])
                 continue
-            if frontier and store_exists:
-                found = await self.ingest.held(room_id, frontier)
+            if waiting and store_exists:
+                found = await self.ingest.held(room_id, list(waiting))
                 held.update(found)
-                frontier -= set(found)
-            if not frontier:
+                for event_id in found:
+                    waiting.pop(event_id, None)
+            if not waiting:
                 break
             # The events whose parents are missing are where the walk goes on from.
-            latest = [
-                e.event_id for e in fetched.values() if any(p in frontier for p in e.prev_events)
-            ]
+            latest = list(dict.fromkeys(c for children in waiting.values() for c in children))
             response = await self.request(
                 did,
                 pb.Request(
@@ -544,12 +572,70 @@ class FederationService:
             got = await self.ingest.check(room_version, list(body.pdus))
             new = [e for e in got if e.event_id not in fetched]
             if not new:
-                log.info("walk_incomplete", room_id=room_id, did=did, missing=len(frontier))
+                log.info("walk_incomplete", room_id=room_id, did=did, missing=len(waiting))
                 break
-            for event in new:
-                fetched[event.event_id] = event
+            add(new)
             limit = min(limit * 4, frames.MAX_BATCH)
         return list(fetched.values())
+
+    async def stream_history(self, did: Did, room_id: RoomId, room_version: str) -> int:
+        """Store, oldest first, what ``did`` stored after this node's forward extremities
+        (``GetHistory`` pages; docs/federation.md §4), pipelined: the next page is asked for
+        as soon as one arrives, and a page is checked (signatures, hashes: worker processes)
+        while the one before goes through receipt. Returns how many events receipt stored;
+        0 when the room has no file yet or ``did`` does not serve history this way (the
+        ``GetMissingEvents`` walk, which follows anyway, then does it all)."""
+        if await self.cache.manager.get(room_id) is None:
+            return 0
+        earliest = (await RoomStore(self.cache.manager, room_id).forward_extremities())[
+            : frames.MAX_BATCH
+        ]
+        if not earliest:
+            return 0
+        self.ingest.prepare_workers()
+        pages: asyncio.Queue[list[Event] | None] = asyncio.Queue(maxsize=HISTORY_PAGES_AHEAD)
+
+        async def fetch(after: int) -> pb.Events:
+            request = pb.GetHistory(
+                room_id=room_id, earliest_events=earliest, after=after, limit=self.history_page
+            )
+            response = await self.request(did, pb.Request(get_history=request))
+            events: pb.Events = expect(response, "events")
+            return events
+
+        async def produce() -> None:
+            after = 0
+            pending: asyncio.Future[pb.Events] | None = asyncio.ensure_future(fetch(after))
+            try:
+                while pending is not None:
+                    body = await pending
+                    pending = None
+                    if body.truncated and body.next > after:
+                        after = body.next
+                        pending = asyncio.ensure_future(fetch(after))
+                    await pages.put(await self.ingest.check(room_version, list(body.pdus)))
+            finally:
+                if pending is not None:
+                    pending.cancel()
+                    await asyncio.gather(pending, return_exceptions=True)
+                with contextlib.suppress(asyncio.QueueFull):
+                    pages.put_nowait(None)
+
+        producer = asyncio.ensure_future(produce())
+        stored = 0
+        try:
+            while (page := await pages.get()) is not None:
+                stored += await self._process_in_chunks(room_id, room_version, page)
+                if pages.empty() and producer.done():
+                    break  # it stopped without room for its end mark
+            await producer
+        except RemoteError as exc:
+            log.info("history_not_served", room_id=room_id, did=did, error=str(exc))
+        finally:
+            if not producer.done():
+                producer.cancel()
+                await asyncio.gather(producer, return_exceptions=True)
+        return stored
 
     # ------------------------------------------------------------------ catch-up
 
@@ -616,17 +702,22 @@ class FederationService:
             if not missing:
                 continue
             started = self._clock.monotonic()
+            streamed = 0
             try:
+                streamed = await self.stream_history(did, room_id, snapshot.room_version)
+                if streamed:
+                    held = await self.ingest.held(room_id, their)
+                    missing = [e for e in their if e not in held]
                 fetched = await self.fetch_missing(
                     did, room_id, snapshot.room_version, missing, known=held
-                )
+                ) if missing else []  # fmt: skip
             except (FederationError, TimeoutError) as exc:
                 log.info("catch_up_interrupted", room_id=room_id, did=did, error=str(exc))
                 continue
             stored = await self._process_in_chunks(room_id, snapshot.room_version, fetched)
             log.info(
-                "caught_up", room_id=room_id, did=did, fetched=len(fetched), stored=stored,
-                seconds=round(self._clock.monotonic() - started, 3),
+                "caught_up", room_id=room_id, did=did, streamed=streamed, fetched=len(fetched),
+                stored=stored, seconds=round(self._clock.monotonic() - started, 3),
             )  # fmt: skip
         self._catchup_pending.pop(room_id, None)
 
@@ -789,7 +880,7 @@ class FederationService:
         store = RoomStore(self.cache.manager, snapshot.room_id)
         walked, more = await store.run_read(
             "missing_events",
-            sg.ancestors_walk,
+            history.ancestors_walk,
             latest,
             list(body.earliest_events),
             limit + len(latest),
@@ -799,14 +890,33 @@ class FederationService:
         pdus = await self._visible(snapshot, peer.server_name, pairs)
         return pb.Response(id=request.id, events=pb.Events(pdus=pdus, truncated=more))
 
+    async def _serve_history(self, peer: PeerIdentity, request: pb.Request) -> pb.Response:
+        body = request.get_history
+        snapshot = await self._room_for(peer, body.room_id)
+        limit = max(1, min(body.limit or 100, frames.MAX_BATCH))
+        store = RoomStore(self.cache.manager, snapshot.room_id)
+        found = await store.run_read(
+            "history_after",
+            history.history_after,
+            list(body.earliest_events)[: frames.MAX_BATCH],
+            body.after,
+            limit,
+            HISTORY_MAX_BYTES,
+        )
+        if found is None:
+            raise RemoteError("M_NOT_FOUND", "none of earliest_events is held")
+        pairs, position, more = found
+        pdus = await self._visible(snapshot, peer.server_name, pairs)
+        events = pb.Events(pdus=pdus, truncated=more, next=position)
+        return pb.Response(id=request.id, events=events)
+
     async def _serve_backfill(self, peer: PeerIdentity, request: pb.Request) -> pb.Response:
         body = request.backfill
         snapshot = await self._room_for(peer, body.room_id)
         limit = max(1, min(body.limit or 10, frames.MAX_BATCH))
         store = RoomStore(self.cache.manager, snapshot.room_id)
-        walked, more = await store.run_read(
-            "backfill", sg.ancestors_walk, list(body.from_event_ids)[: frames.MAX_BATCH], [], limit
-        )
+        start = list(body.from_event_ids)[: frames.MAX_BATCH]
+        walked, more = await store.run_read("backfill", history.ancestors_walk, start, [], limit)
         pdus = await self._visible(snapshot, peer.server_name, walked)
         return pb.Response(id=request.id, events=pb.Events(pdus=pdus, truncated=more))
 

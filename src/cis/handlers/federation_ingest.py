@@ -30,15 +30,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import multiprocessing
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from typing import Any, Final, Protocol
 
 import nacl.signing
 
+from cis.handlers.federation_auth import AuthChecker
 from cis.handlers.federation_keys import KeyRing
 from cis.handlers.federation_state import EventCache, StateGroups, StateMap, topological
 from cis.handlers.room_cache import RoomCache, RoomSnapshot
@@ -53,11 +55,10 @@ from cis.matrix import (
     UnsupportedRoomVersion,
     auth_types_for_event,
     canonical_json,
-    check_auth,
     check_auth_events_selection,
 )
 from cis.matrix.errors import InvalidJson
-from cis.matrix.events import StateKey, parse_received_pdu
+from cis.matrix.events import StateKey, freeze, parse_received_pdu
 from cis.matrix.signing import verify_signed_bytes
 from cis.storage import federation as fed_store
 from cis.storage.database import Database
@@ -141,6 +142,9 @@ class IngestResult:
     statuses: dict[EventId, EventStatus]
     skipped: list[EventId]
     """Not stored: a missing ancestor or auth event, or a sender at trust level 0."""
+    missing: list[EventId] = field(default_factory=list)
+    """``prev_events`` of the events given that this node does not hold and that were not
+    among them: what a caller fetches before giving the skipped events again."""
 
 
 def check_pdu(
@@ -204,6 +208,7 @@ class Ingest:
         self.max_waiting = max_waiting
         self._waiting = 0
         self._locks: dict[RoomId, asyncio.Lock] = {}
+        self.auth = AuthChecker()
         self.counters: dict[str, int] = {
             "dropped": 0,
             "redacted": 0,
@@ -220,6 +225,15 @@ class Ingest:
             context = multiprocessing.get_context("spawn")
             self._pool = ProcessPoolExecutor(self.workers, mp_context=context)
         return self._pool
+
+    def prepare_workers(self) -> None:
+        """Start the worker processes now, for a catch-up about to need them: spawning one
+        (a fresh interpreter importing this package) takes about a second, which the first
+        page of history would otherwise wait for."""
+        if self.workers > 1:
+            pool = self._worker_pool()
+            for _ in range(self.workers):
+                pool.submit(os.getpid)  # each submission starts a worker while none is idle
 
     def close(self) -> None:
         if self._pool is not None:
@@ -250,9 +264,10 @@ class Ingest:
             pool = self._worker_pool()
             chunks = [list(raws[i : i + POOL_CHUNK]) for i in range(0, len(raws), POOL_CHUNK)]
             parts = await asyncio.gather(
-                *(loop.run_in_executor(pool, _check_all, room_version, c, keys) for c in chunks)
-            )
-            results = [r for part in parts for r in part]
+                *(loop.run_in_executor(pool, _check_in_worker, room_version, c, keys)
+                  for c in chunks)
+            )  # fmt: skip
+            results = [_from_worker(r) for part in parts for r in part]
         elif len(raws) >= EXECUTOR_BATCH:
             results = await loop.run_in_executor(
                 self._executor, _check_all, room_version, list(raws), self._keys
@@ -324,17 +339,27 @@ class Ingest:
     ) -> IngestResult:
         unique = {e.event_id: e for e in events if e.room_id == room_id}
         referenced = {r for e in unique.values() for r in (*e.prev_events, *e.auth_events)}
-        held = await self.held(room_id, [*unique, *referenced])
+        # One read for what is held and which of the batch a held event builds on.
+        held: dict[EventId, str] = {}
+        cited: set[EventId] = set()
+        if unique and await self._manager.get(room_id) is not None:
+            held, cited = await RoomStore(self._manager, room_id).run_read(
+                "held_and_cited", sg.held_and_cited, [*unique, *referenced], list(unique)
+            )
+        missing = list(
+            dict.fromkeys(
+                p for e in unique.values() for p in e.prev_events
+                if p not in held and p not in unique
+            )
+        )  # fmt: skip
         new = topological([e for e in unique.values() if e.event_id not in held])
         if not new:
-            return IngestResult({}, [])
+            return IngestResult({}, [], missing)
         store = await self._manager.get_or_create(room_id)
         groups = self.groups
-        batch_ids = {e.event_id for e in new}
         prev_held = [p for e in new for p in e.prev_events if p in held]
         prev_groups = await groups.ensure(room_id, room_version, prev_held) if prev_held else {}
         rejected: set[str] = {e for e, status in held.items() if status == "rejected"}
-        cited = await store.run_read("cited_ids", sg.cited_ids, list(batch_ids))
         cited |= {p for e in new for p in e.prev_events}
         if snapshot is not None:
             extremities = set(snapshot.extremities)
@@ -406,13 +431,13 @@ class Ingest:
         self.counters["skipped"] += len(skipped)
         if not batch:
             groups.schedule_flush(room_id)
-            return IngestResult(statuses, skipped)
+            return IngestResult(statuses, skipped, missing)
         await store.store_classified([(batch[e], statuses[e]) for e in batch])
         groups.schedule_flush(room_id)
         await self._update_current(
             room_id, room_version, store=store, snapshot=snapshot, batch=batch, statuses=statuses
         )
-        return IngestResult(statuses, skipped)
+        return IngestResult(statuses, skipped, missing)
 
     async def _authorise(
         self,
@@ -428,12 +453,17 @@ class Ingest:
         cited = await self._events(room_id, event.auth_events, batch)
         try:
             selected = check_auth_events_selection(event, list(cited.values()), rejected=rejected)
-            check_auth(room_version, event, selected, is_signed_by=self._signed_by(event))
+            self.auth.check(room_version, event, selected, is_signed_by=self._signed_by(event))
         except MissingEvents:
             return None
         except AuthError as exc:
             log.debug("auth_events_refuse", event_id=event.event_id, rule=exc.rule)
             return EventStatus.REJECTED
+        if all(
+            before.get(key) == (selected[key].event_id if key in selected else None)
+            for key in auth_types_for_event(event)
+        ):
+            return EventStatus.TIMELINE  # the state before it names the same events: same rules
         if not await self._allowed(room_id, room_version, event, before, batch):
             return EventStatus.REJECTED
         return EventStatus.TIMELINE
@@ -454,7 +484,7 @@ class Ingest:
             if found is not None:
                 auth_state[key] = found
         try:
-            check_auth(room_version, event, auth_state, is_signed_by=self._signed_by(event))
+            self.auth.check(room_version, event, auth_state, is_signed_by=self._signed_by(event))
         except AuthError as exc:
             log.debug("state_refuses", event_id=event.event_id, rule=exc.rule)
             return False
@@ -548,3 +578,34 @@ def _check_all(
     room_version: str, raws: Sequence[bytes | Mapping[str, Any]], keys: KeyLookup
 ) -> list[Checked | KeyMissing | None]:
     return [check_pdu(room_version, raw, keys) for raw in raws]
+
+
+# Events cross back from the worker processes as their plain fields: pickling an ``Event``
+# thaws and refreezes its content, hashes and signatures (most of a worker's time after the
+# signature check); these are read again here from the canonical bytes they came from.
+_FROZEN_FIELDS: Final = ("content", "hashes", "signatures")
+_PLAIN_FIELDS: Final = tuple(f.name for f in fields(Event) if f.name not in _FROZEN_FIELDS)
+_FromWorker = tuple[tuple[Any, ...], bool] | KeyMissing | None
+
+
+def _check_in_worker(
+    room_version: str, raws: Sequence[bytes | Mapping[str, Any]], keys: KeyLookup
+) -> list[_FromWorker]:
+    out: list[_FromWorker] = []
+    for result in _check_all(room_version, raws, keys):
+        if isinstance(result, Checked):
+            plain = tuple(getattr(result.event, name) for name in _PLAIN_FIELDS)
+            out.append((plain, result.redacted))
+        else:
+            out.append(result)
+    return out
+
+
+def _from_worker(result: _FromWorker) -> Checked | KeyMissing | None:
+    if not isinstance(result, tuple):
+        return result
+    plain, redacted = result
+    values = dict(zip(_PLAIN_FIELDS, plain, strict=True))
+    wire = json.loads(values["canonical_bytes"])
+    frozen = {name: freeze(wire[name]) for name in _FROZEN_FIELDS}
+    return Checked(Event(**values, **frozen), redacted)

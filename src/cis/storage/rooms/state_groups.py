@@ -168,6 +168,13 @@ def cited_ids(conn: sqlite3.Connection, event_ids: Sequence[str]) -> set[EventId
     return found
 
 
+def held_and_cited(
+    conn: sqlite3.Connection, event_ids: Sequence[str], batch_ids: Sequence[str]
+) -> tuple[dict[EventId, str], set[EventId]]:
+    """``held_ids(event_ids)`` and ``cited_ids(batch_ids)`` in one read (receipt's first)."""
+    return held_ids(conn, event_ids), cited_ids(conn, batch_ids)
+
+
 def replace_state_txn(conn: sqlite3.Connection, state: Mapping[StateKey, str]) -> None:
     """Make ``room_state`` hold exactly ``state``; rows that already agree are left alone."""
     current = {
@@ -206,45 +213,3 @@ def room_events_in_order(
 def all_event_ids(conn: sqlite3.Connection) -> list[tuple[str, str]]:
     """``(event_id, status)`` of every event held, ordered by id."""
     return [(r[0], r[1]) for r in conn.execute("SELECT event_id, status FROM events ORDER BY 1")]
-
-
-def ancestors_walk(
-    conn: sqlite3.Connection,
-    from_ids: Sequence[str],
-    stop_ids: Sequence[str],
-    limit: int,
-) -> tuple[list[tuple[str, bytes]], bool]:
-    """Breadth-first walk back over ``prev_events`` from (and including) ``from_ids``, not
-    entering ``stop_ids``; at most ``limit`` held events ``(event_id, pdu)``, newest first,
-    and whether the walk was cut short."""
-    stop = set(stop_ids)
-    seen: set[str] = set(stop)
-    queue = [e for e in dict.fromkeys(from_ids) if e not in stop]
-    seen.update(queue)
-    out: list[tuple[str, bytes]] = []
-    while queue and len(out) < limit:
-        batch, queue = queue[:_IN_CHUNK], queue[_IN_CHUNK:]
-        marks = ",".join("?" * len(batch))
-        rows = {
-            r[0]: bytes(r[1])
-            for r in conn.execute(
-                f"SELECT event_id, pdu FROM events WHERE event_id IN ({marks})", batch
-            )
-        }
-        parents: dict[str, list[str]] = {}
-        for event_id, prev in conn.execute(
-            f"SELECT event_id, prev_event_id FROM event_edges WHERE event_id IN ({marks})", batch
-        ):
-            parents.setdefault(event_id, []).append(prev)
-        for event_id in batch:
-            pdu = rows.get(event_id)
-            if pdu is None:
-                continue
-            if len(out) >= limit:
-                return out, True
-            out.append((event_id, pdu))
-            for prev in sorted(parents.get(event_id, ())):
-                if prev not in seen:
-                    seen.add(prev)
-                    queue.append(prev)
-    return out, bool(queue)

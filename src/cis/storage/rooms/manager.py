@@ -91,7 +91,7 @@ FDS_PER_ROOM: Final = 6
 RESERVED_FDS: Final = 64
 MERGE_LIMIT: Final = 5000
 """Events of concurrent callers merged into one room transaction, at most."""
-INDEX_WINDOW_S: Final = 0.001
+INDEX_WINDOW_S: Final = 0.002
 """Under sustained writes, index interactions on ``node.db`` begin at least this far apart,
 so successive commits (of one room or several) share one: a position becomes visible to
 ``/sync`` at most this much later, and only while writes keep coming."""

@@ -36,6 +36,11 @@ _COLUMNS: Final = (
     "depth, redacts, room_version, status, pdu"
 )
 
+_INSERT_EVENTS: Final = (
+    f"INSERT OR IGNORE INTO events ({_COLUMNS}, strings)"
+    f" VALUES ({', '.join('?' * (_COLUMNS.count(',') + 2))})"
+)
+
 T = TypeVar("T")
 
 
@@ -105,9 +110,7 @@ def store_events_txn(
     # case (every event new) that costs nothing more; otherwise the positions actually used
     # say which events were new.
     changes = conn.total_changes
-    conn.executemany(
-        f"INSERT OR IGNORE INTO events ({_COLUMNS}, strings) VALUES ({_marks(13)})", event_rows
-    )
+    conn.executemany(_INSERT_EVENTS, event_rows)
     if conn.total_changes - changes == len(items):
         fresh: Sequence[int] = range(len(items))
     else:
@@ -219,21 +222,14 @@ def _update_extremities(conn: sqlite3.Connection, timeline: Sequence[Persistable
         conn.executemany(
             "DELETE FROM forward_extremities WHERE event_id = ?", [(p,) for p in prevs]
         )
-    candidates = [ev.event_id for ev in timeline if ev.event_id not in prevs]
-    referenced: set[str] = set()
-    for chunk in _chunks(candidates):
-        referenced.update(
-            row[0]
-            for row in conn.execute(
-                "SELECT e.prev_event_id FROM event_edges AS e"
-                " JOIN events AS ev ON ev.event_id = e.event_id"
-                f" WHERE e.prev_event_id IN ({_marks(len(chunk))}) AND ev.status = 'timeline'",
-                chunk,
-            )
-        )
-    rows = [(event_id,) for event_id in candidates if event_id not in referenced]
-    if rows:
-        conn.executemany("INSERT OR IGNORE INTO forward_extremities (event_id) VALUES (?)", rows)
+    candidates = [(ev.event_id,) for ev in timeline if ev.event_id not in prevs]
+    # One statement: each candidate unless a timeline event already held names it.
+    conn.executemany(
+        "INSERT OR IGNORE INTO forward_extremities (event_id) SELECT ?1 WHERE NOT EXISTS ("
+        "SELECT 1 FROM event_edges AS e JOIN events AS ev ON ev.event_id = e.event_id"
+        " WHERE e.prev_event_id = ?1 AND ev.status = 'timeline')",
+        candidates,
+    )
 
 
 def set_sync_position_txn(conn: sqlite3.Connection, peer: str, position: int, now_ms: int) -> int:

@@ -363,12 +363,12 @@ class Database:
                     _checkpoint_truncate(self._writer_conn, self.path)
             finally:
                 self._writer_conn.close()
-            with self._readers_cond:
-                for conn in self._readers_idle:
-                    conn.close()
-                self._readers_open -= len(self._readers_idle)
-                self._readers_idle.clear()
-                self._readers_cond.notify_all()
+                with self._readers_cond:
+                    for conn in self._readers_idle:
+                        conn.close()
+                    self._readers_open -= len(self._readers_idle)
+                    self._readers_idle.clear()
+                    self._readers_cond.notify_all()
 
     async def aclose(self, *, checkpoint: bool = True) -> None:
         await asyncio.get_running_loop().run_in_executor(

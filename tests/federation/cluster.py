@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 
 from cis.config import load_config
+from cis.handlers.federation import FederationService
 from cis.home import Home
 from cis.identity import NodeIdentity
 from cis.node import Node
@@ -130,6 +131,13 @@ class LocalNode:
     @property
     def server(self) -> str:
         return self.node.storage.identity.server_name
+
+    @property
+    def service(self) -> FederationService:
+        """The node's federation service (federation is on in every cluster node)."""
+        found = self.node.federation.service
+        assert found is not None
+        return found
 
     @property
     def admin_token(self) -> str:

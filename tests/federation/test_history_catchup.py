@@ -11,7 +11,6 @@ import pytest
 
 from cis.federation import wire_pb2 as pb
 from cis.federation.handshake import PeerIdentity
-from cis.handlers.federation import FederationService
 from tests.federation.cluster import Cluster, LocalNode, User, cluster, eventually, mesh
 
 pytestmark = pytest.mark.timeout(120)
@@ -19,16 +18,10 @@ pytestmark = pytest.mark.timeout(120)
 QUIET = {"CIS_CATCHUP_INTERVAL": "600"}
 
 
-def service(node: LocalNode) -> FederationService:
-    found = node.node.federation.service
-    assert found is not None
-    return found
-
-
 def count_requests(node: LocalNode, kind: str) -> list[pb.Request]:
     """Every ``kind`` request ``node`` serves from now on, in order."""
     seen: list[pb.Request] = []
-    handlers = service(node)._handlers
+    handlers = node.service._handlers
     serve = handlers[kind]
 
     async def counted(peer: PeerIdentity, request: pb.Request) -> pb.Response:
@@ -58,7 +51,7 @@ async def missed_while_away(
 
     await eventually(bob_has_before, 20, "bob to get the first message")
     await c.stop_node(beta)
-    outbound = service(alpha).outbound
+    outbound = alpha.service.outbound
     assert outbound is not None
     outbound.max_queued = 0  # no push waits for beta's return: only catch-up brings these
     bodies = [f"missed {i}" for i in range(sent)]
@@ -73,7 +66,7 @@ async def test_catch_up_fetches_history_pages_oldest_first(tmp_path: Path) -> No
         alpha, beta, bob, room, bodies = await missed_while_away(c, 30)
         served = count_requests(alpha, "get_history")
         walked = count_requests(alpha, "get_missing_events")
-        service(beta).history_page = 7
+        beta.service.history_page = 7
         stored_order: list[str] = []
         seen_positions: list[int] = []
 
@@ -110,7 +103,7 @@ async def test_catch_up_fetches_history_pages_oldest_first(tmp_path: Path) -> No
 async def test_a_peer_without_history_pages_is_walked(tmp_path: Path) -> None:
     async with cluster(tmp_path) as c:
         alpha, beta, bob, room, bodies = await missed_while_away(c, 12)
-        del service(alpha)._handlers["get_history"]  # answers M_UNRECOGNIZED, as an older node
+        del alpha.service._handlers["get_history"]  # answers M_UNRECOGNIZED, as an older node
         walked = count_requests(alpha, "get_missing_events")
         manager = beta.node.federation.manager
         assert manager is not None

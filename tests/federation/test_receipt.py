@@ -18,7 +18,6 @@ import nacl.signing
 import pytest
 
 from cis.federation import wire_pb2 as pb
-from cis.handlers.federation import FederationService
 from cis.handlers.federation_ingest import POOL_BATCH
 from cis.identity import NodeIdentity
 from cis.ids import EventId, RoomId
@@ -34,12 +33,6 @@ pytestmark = pytest.mark.timeout(120)
 
 QUIET = {"CIS_CATCHUP_INTERVAL": "600"}
 """No periodic catch-up: what arrives, arrives by the path under test."""
-
-
-def service(node: LocalNode) -> FederationService:
-    found = node.node.federation.service
-    assert found is not None
-    return found
 
 
 def forge(
@@ -68,7 +61,7 @@ def forge(
 
 
 async def view(node: LocalNode, room: str) -> tuple[list[Any], dict[StateKey, str]]:
-    snapshot = await service(node).cache.get(RoomId(room))
+    snapshot = await node.service.cache.get(RoomId(room))
     assert snapshot is not None
     return (
         list(snapshot.extremity_list()),
@@ -88,7 +81,7 @@ async def two_nodes_one_room(
 
 
 async def statuses(node: LocalNode, room: str, ids: list[str]) -> dict[str, EventStatus]:
-    store = RoomStore(service(node).cache.manager, RoomId(room))
+    store = RoomStore(node.service.cache.manager, RoomId(room))
     found = await store.get_events([EventId(e) for e in ids])
     return {e: s.status for e, s in found.items()}
 
@@ -119,7 +112,7 @@ async def test_receipt_follows_the_spec_order(tmp_path: Path) -> None:
         await eventually(beta_has_ban, 20, "beta to see the ban")
         now = await view(alpha, room)
         identity = alpha.node.storage.identity
-        version = (await service(alpha).cache.get(RoomId(room))).room_version  # type: ignore[union-attr]
+        version = (await alpha.service.cache.get(RoomId(room))).room_version  # type: ignore[union-attr]
         signer = {"server": identity.server_name, "key_id": identity.key_id}
         real = identity.signing_key
         mallory = f"@mallory:{identity.server_name}"
@@ -147,7 +140,7 @@ async def test_receipt_follows_the_spec_order(tmp_path: Path) -> None:
                           content={**msg, "body": "stale auth"}, state=before_ban[1])  # fmt: skip
         wires = [bad_sig, tampered_wire, outsider, outsider_topic, late, stale_auth]
         raws = [b"{not json", *(encode_canonical_json(_wire(w)) for w in wires)]
-        await service(beta).receive(RoomId(room), alpha.did, raws)
+        await beta.service.receive(RoomId(room), alpha.did, raws)
 
         got = await statuses(beta, room, [w["event_id"] for w in wires])
         assert bad_sig["event_id"] not in got  # badly signed: dropped, nothing stored
@@ -156,7 +149,7 @@ async def test_receipt_follows_the_spec_order(tmp_path: Path) -> None:
         assert got[outsider_topic["event_id"]] is EventStatus.REJECTED
         assert got[late["event_id"]] is EventStatus.SOFT_FAILED
         assert got[stale_auth["event_id"]] is EventStatus.REJECTED
-        store = RoomStore(service(beta).cache.manager, RoomId(room))
+        store = RoomStore(beta.service.cache.manager, RoomId(room))
         stored = await store.get_event(EventId(tampered["event_id"]))
         assert stored is not None and "body" not in stored.content  # hash mismatch: redacted
         # Rejected: never changes state, never shown; neither it nor the soft-failed event
@@ -172,7 +165,7 @@ async def test_receipt_follows_the_spec_order(tmp_path: Path) -> None:
         following = await store.get_event(EventId(next_id))
         assert following is not None
         assert following.prev_events == (tampered["event_id"],)
-        counters = service(beta).ingest.counters
+        counters = beta.service.ingest.counters
         assert counters["dropped"] >= 2 and counters["redacted"] >= 1
         assert counters["rejected"] >= 3 and counters["soft_failed"] >= 1
 
@@ -192,7 +185,7 @@ async def test_a_state_event_losing_resolution_does_not_become_the_stored_state(
 
         await eventually(beta_caught_up, 20, "beta to hold alpha's extremities")
         identity = alpha.node.storage.identity
-        version = (await service(alpha).cache.get(RoomId(room))).room_version  # type: ignore[union-attr]
+        version = (await alpha.service.cache.get(RoomId(room))).room_version  # type: ignore[union-attr]
         now = int(time.time() * 1000)
 
         def topic(text: str, ts: int) -> dict[str, Any]:
@@ -205,10 +198,8 @@ async def test_a_state_event_losing_resolution_does_not_become_the_stored_state(
 
         winner, loser = topic("later", now), topic("earlier", now - 60_000)
         for pdu in (winner, loser):  # the loser arrives last
-            await service(beta).receive(
-                RoomId(room), alpha.did, [encode_canonical_json(_wire(pdu))]
-            )
-        store = RoomStore(service(beta).cache.manager, RoomId(room))
+            await beta.service.receive(RoomId(room), alpha.did, [encode_canonical_json(_wire(pdu))])
+        store = RoomStore(beta.service.cache.manager, RoomId(room))
         assert (await store.current_state())[("m.room.topic", "")] == winner["event_id"]
         assert (await view(beta, room))[1][("m.room.topic", "")] == winner["event_id"]
         assert (await bob.state(room, "m.room.topic"))["topic"] == "later"
@@ -223,7 +214,7 @@ async def test_unknown_origin_keys_wait_bounded_in_time_and_number(tmp_path: Pat
         alpha, beta, _alice, _bob, room = await two_nodes_one_room(c, QUIET)
         ghost = NodeIdentity.generate("ghost")
         extremities, state = await view(alpha, room)
-        version = (await service(alpha).cache.get(RoomId(room))).room_version  # type: ignore[union-attr]
+        version = (await alpha.service.cache.get(RoomId(room))).room_version  # type: ignore[union-attr]
 
         def ghost_pdu(body: str) -> bytes:
             pdu = forge(
@@ -233,7 +224,7 @@ async def test_unknown_origin_keys_wait_bounded_in_time_and_number(tmp_path: Pat
             )  # fmt: skip
             return encode_canonical_json(_wire(pdu))
 
-        ingest = service(beta).ingest
+        ingest = beta.service.ingest
         ingest.key_wait = 0.5
         ingest.max_waiting = 1
         started = time.monotonic()
@@ -247,7 +238,7 @@ async def test_unknown_origin_keys_wait_bounded_in_time_and_number(tmp_path: Pat
         assert 0.45 <= elapsed < 1.5  # bounded by key_wait (the peers do not know the key)
         # A key learned while an event waits lets it through.
         ingest.key_wait = 10.0
-        learned = _after(0.2, service(beta).keys.learn(ghost.did, ghost.did_key, "test"))
+        learned = _after(0.2, beta.service.keys.learn(ghost.did, ghost.did_key, "test"))
         kept, _ = await asyncio.gather(ingest.check(version, [ghost_pdu("three")]), learned)
         assert [e.content["body"] for e in kept] == ["three"]
         assert ingest.counters["key_waits"] == 2
@@ -261,7 +252,7 @@ async def _after(delay: float, awaitable: Any) -> Any:
 async def test_outbound_overflow_falls_back_to_catch_up(tmp_path: Path) -> None:
     async with cluster(tmp_path) as c:
         alpha, _beta, alice, bob, room = await two_nodes_one_room(c, QUIET)
-        outbound = service(alpha).outbound
+        outbound = alpha.service.outbound
         assert outbound is not None
         outbound.max_queued = 0  # every pushed PDU overflows: only catch-up can deliver
         sent_before = outbound.sent_pdus
@@ -299,7 +290,7 @@ async def test_history_served_to_another_server_respects_visibility(tmp_path: Pa
 
         async def served(room: str, ids: list[str]) -> dict[str, dict[str, Any]]:
             request = pb.Request(get_events=pb.GetEvents(room_id=room, event_ids=ids))
-            response = await service(beta).request(alpha.did, request)
+            response = await beta.service.request(alpha.did, request)
             return {
                 e: json.loads(p)["content"] for e, p in zip(ids, response.events.pdus, strict=True)
             }
@@ -316,7 +307,7 @@ async def test_big_batches_are_checked_in_worker_processes_alike(tmp_path: Path)
         alpha, beta, alice, _bob, room = await two_nodes_one_room(c, QUIET)
         identity = alpha.node.storage.identity
         extremities, state = await view(alpha, room)
-        version = (await service(alpha).cache.get(RoomId(room))).room_version  # type: ignore[union-attr]
+        version = (await alpha.service.cache.get(RoomId(room))).room_version  # type: ignore[union-attr]
         wrong = nacl.signing.SigningKey.generate()
         raws: list[bytes] = []
         for i in range(POOL_BATCH + 50):
@@ -330,7 +321,7 @@ async def test_big_batches_are_checked_in_worker_processes_alike(tmp_path: Path)
                 pdu["content"] = {"msgtype": "m.text", "body": "tampered"}
             raws.append(encode_canonical_json(_wire(pdu)))
         raws.append(b"[]")
-        ingest = service(beta).ingest
+        ingest = beta.service.ingest
         ingest.workers = 2
         pooled = await ingest.check(version, raws)
         assert ingest._pool is not None  # the batch went to worker processes

@@ -364,3 +364,40 @@ def test_derived_writes_alone_commit_without_waiting_for_the_disk(tmp_path: Path
     finally:
         gate.set()
         db.close()
+
+
+def test_a_short_read_runs_on_the_calling_thread_when_a_reader_is_idle(tmp_path: Path) -> None:
+    db = Database.open(tmp_path / "t.db", kind="test", migrations=MIGRATIONS, max_readers=1)
+    db.run_interaction_blocking("put", put_txn, "a", 1)
+    threads: list[int] = []
+
+    def where(conn: sqlite3.Connection) -> dict[str, int]:
+        threads.append(threading.get_ident())
+        return get_all(conn)
+
+    async def main() -> None:
+        db.read_blocking("warm", get_all)  # the one reader connection is open and idle
+        assert await db.run_read_short("where", where) == {"a": 1}
+        assert threads == [threading.get_ident()]
+        # With the only reader busy, it is handed to a reader thread and waits its turn.
+        gate = threading.Event()
+        busy = threading.Event()
+
+        def hold(conn: sqlite3.Connection) -> None:
+            busy.set()
+            gate.wait(10)
+
+        holder = asyncio.ensure_future(db.run_read("hold", hold))
+        assert await asyncio.to_thread(busy.wait, 10)
+        short = asyncio.ensure_future(db.run_read_short("where", where))
+        await asyncio.sleep(0.05)
+        assert not short.done()  # the loop was not blocked waiting for the connection
+        gate.set()
+        await holder
+        assert await short == {"a": 1}
+        assert threads[1] != threading.get_ident()
+
+    try:
+        asyncio.run(main())
+    finally:
+        db.close()

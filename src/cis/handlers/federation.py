@@ -363,9 +363,11 @@ class FederationService:
         snapshot = self.cache.cached(event.room_id)
         if snapshot is None or not is_federated(snapshot):
             return  # a room federated later gets its state groups from the graph (ensure)
-        self.spawn(
-            self.groups.ensure(event.room_id, event.room_version, [event.event_id]), "state group"
-        )
+        if not self.groups.remember_local(event):
+            self.spawn(
+                self.groups.ensure(event.room_id, event.room_version, [event.event_id]),
+                "state group",
+            )
         servers = joined_servers(snapshot)
         if event.type == "m.room.member" and event.state_key is not None:
             servers.add(server_of(event.state_key))

@@ -33,7 +33,7 @@ from cis.matrix.events import StateKey
 from cis.storage.events import EventStatus, StoredEvent
 from cis.storage.rooms import state_groups as sg
 from cis.storage.rooms.manager import RoomStoreManager
-from cis.storage.rooms.store import RoomStore
+from cis.storage.rooms.store import SHORT_READ_EVENTS, RoomStore
 
 log = get_logger(__name__)
 
@@ -45,6 +45,9 @@ MAX_EVENT_GROUPS: Final = 100_000
 MAX_RESOLVED: Final = 4096
 MAX_CACHED_EVENTS: Final = 50_000
 MAX_RESOLVE_ROUNDS: Final = 64
+FLUSH_DELAY_S: Final = 0.5
+"""How long new groups and mappings wait in memory before they are written, so a stream of
+events shares one write (invariant 2: a write lost to a crash is recomputed)."""
 
 
 def to_event(stored: StoredEvent) -> Event:
@@ -122,6 +125,7 @@ class _RoomGroups:
     pending_maps: dict[EventId, int] = field(default_factory=dict)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     flushing: asyncio.Task[None] | None = None
+    timer: asyncio.TimerHandle | None = None
 
 
 class StateGroups:
@@ -169,12 +173,42 @@ class StateGroups:
                 full = dict(await self.state(room_id, prev))
                 full.update(delta)
                 prev, delta, chain = None, full, 0
+        return self._add_group(room, prev, delta, chain)
+
+    def _add_group(
+        self, room: _RoomGroups, prev: int | None, delta: Mapping[StateKey, EventId], chain: int
+    ) -> int:
         gid = room.next_id
         room.next_id += 1
         group = _Group(prev, dict(delta), chain)
         room.groups[gid] = group
         room.pending_groups.append((gid, prev, sg.encode_delta(group.delta)))
         return gid
+
+    def remember_local(self, event: Event) -> bool:
+        """Record the group after an event this node just created, from memory alone: when
+        the groups after all its ``prev_events`` are known and are one group (no resolution),
+        the state after it is that group, plus its own key for a state event (invariant 1;
+        a local event is never rejected). False when that is not known without reading or
+        resolving: ``ensure`` then works it out."""
+        room = self._rooms.get(event.room_id)
+        if room is None or not event.prev_events:
+            return False
+        before = {self._event_groups.get(p) for p in event.prev_events}
+        if len(before) != 1:
+            return False
+        (gid,) = before
+        if gid is None:
+            return False
+        if event.state_key is not None:
+            parent = room.groups.get(gid)
+            if parent is None or parent.chain + 1 > MAX_CHAIN:
+                return False
+            delta = {(event.type, event.state_key): event.event_id}
+            gid = self._add_group(room, gid, delta, parent.chain + 1)
+        self.remember(event.room_id, event.event_id, gid)
+        self.schedule_flush(event.room_id)
+        return True
 
     async def _group(self, room_id: RoomId, room: _RoomGroups, gid: int) -> _Group:
         group = room.groups.get(gid)
@@ -247,9 +281,9 @@ class StateGroups:
             else:
                 missing.append(event_id)
         if missing:
-            found = await RoomStore(self._manager, room_id).run_read(
-                "groups_of", sg.groups_of, missing
-            )
+            store = RoomStore(self._manager, room_id)
+            read = store.run_read_short if len(missing) <= SHORT_READ_EVENTS else store.run_read
+            found = await read("groups_of", sg.groups_of, missing)
             for event_id, gid in found.items():
                 self._event_groups[event_id] = gid
             out.update(found)
@@ -364,10 +398,21 @@ class StateGroups:
     # ------------------------------------------------------------------ persistence
 
     def schedule_flush(self, room_id: RoomId) -> None:
+        """Write the room's new groups and mappings ``FLUSH_DELAY_S`` from now (one write
+        for everything that arrives meanwhile)."""
         room = self._rooms.get(room_id)
-        if room is None or room.flushing is not None:
+        if room is None or room.flushing is not None or room.timer is not None:
             return
         if not room.pending_groups and not room.pending_maps:
+            return
+        loop = asyncio.get_running_loop()
+        room.timer = loop.call_later(FLUSH_DELAY_S, self._flush_now, room_id, room)
+
+    def _flush_now(self, room_id: RoomId, room: _RoomGroups) -> None:
+        if room.timer is not None:
+            room.timer.cancel()
+            room.timer = None
+        if room.flushing is not None or (not room.pending_groups and not room.pending_maps):
             return
         task = asyncio.ensure_future(self._flush(room_id, room))
         room.flushing = task
@@ -375,27 +420,30 @@ class StateGroups:
         task.add_done_callback(self._flushes.discard)
 
     async def _flush(self, room_id: RoomId, room: _RoomGroups) -> None:
+        groups, room.pending_groups = room.pending_groups, []
+        maps, room.pending_maps = room.pending_maps, {}
         try:
-            while room.pending_groups or room.pending_maps:
-                groups, room.pending_groups = room.pending_groups, []
-                maps, room.pending_maps = room.pending_maps, {}
-                try:
-                    await RoomStore(self._manager, room_id).run_interaction(
-                        "store_state_groups", sg.store_groups_txn, groups, list(maps.items())
-                    )
-                except Exception as exc:
-                    log.warning(
-                        "state_groups_not_stored", room_id=room_id, error=type(exc).__name__
-                    )
-                    return
+            await RoomStore(self._manager, room_id).run_interaction(
+                "store_state_groups", sg.store_groups_txn, groups, list(maps.items())
+            )
+        except Exception as exc:
+            log.warning("state_groups_not_stored", room_id=room_id, error=type(exc).__name__)
         finally:
             room.flushing = None
+        self.schedule_flush(room_id)  # what arrived during the write
 
     async def flush_all(self) -> None:
-        for room_id in list(self._rooms):
-            self.schedule_flush(room_id)
-        if self._flushes:
-            await asyncio.gather(*list(self._flushes), return_exceptions=True)
+        """Write every room's pending groups now and leave no write scheduled (a node
+        stopping)."""
+        for room_id, room in list(self._rooms.items()):
+            if room.flushing is not None:
+                await asyncio.gather(room.flushing, return_exceptions=True)
+            self._flush_now(room_id, room)
+            if room.flushing is not None:
+                await asyncio.gather(room.flushing, return_exceptions=True)
+            if room.timer is not None:  # arrived during that write: recomputed when needed
+                room.timer.cancel()
+                room.timer = None
 
 
 E = TypeVar("E", Event, StoredEvent)

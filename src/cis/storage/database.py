@@ -31,6 +31,10 @@ Invariants (the reasons are in docs/storage.md):
    row changes) rather than inside a COMMIT, so an inline COMMIT never waits for a
    checkpoint's ``fsync``.
 
+7. Short reads (``run_read_short``: a few rows found through an index, which cost less than
+   handing them to a reader thread and back) run on the calling thread when a reader
+   connection is idle, and on a reader thread otherwise: never waiting for a connection.
+
 Interactions must not open or end transactions themselves; ``run_exclusive`` runs a function
 alone, outside any transaction (checkpoints, ``VACUUM INTO``).
 """
@@ -294,6 +298,22 @@ class Database:
             self._read_executor, lambda: self.read_blocking(name, fn, *args, **kwargs)
         )
 
+    async def run_read_short(
+        self,
+        name: str,
+        fn: Callable[Concatenate[sqlite3.Connection, P], T],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        """``run_read`` for a read of a few rows by key (invariant 7): on this thread when a
+        reader connection is idle, since the event loop then waits less for it than for a
+        reader thread's wake-up and answer."""
+        with self._readers_cond:
+            conn = self._readers_idle.pop() if self._readers_idle and not self._closed else None
+        if conn is None:
+            return await self.run_read(name, fn, *args, **kwargs)
+        return self._read_on(conn, name, fn, *args, **kwargs)
+
     def read_blocking(
         self,
         name: str,
@@ -301,7 +321,18 @@ class Database:
         *args: P.args,
         **kwargs: P.kwargs,
     ) -> T:
-        conn = self._acquire_reader()
+        return self._read_on(self._acquire_reader(), name, fn, *args, **kwargs)
+
+    def _read_on(
+        self,
+        conn: sqlite3.Connection,
+        name: str,
+        fn: Callable[Concatenate[sqlite3.Connection, P], T],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        """Run ``fn`` in one read transaction on ``conn`` (an acquired reader), then give
+        the connection back."""
         started = time.monotonic()
         try:
             conn.execute("BEGIN")

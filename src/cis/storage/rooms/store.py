@@ -38,6 +38,9 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 IMPORT_CHUNK: Final = 1000
+SHORT_READ_EVENTS: Final = 16
+"""``get_events`` of at most this many ids is a short read (on the event loop's thread when
+a reader connection is idle: ``Database.run_read_short``)."""
 _MAX_PEER_CHARS: Final = 255
 
 
@@ -115,6 +118,18 @@ class RoomStore:
         transaction): for the tables that module adds to rooms by migration."""
         async with self._manager._pinned(self.room_id) as db:
             return await db.run_read(name, fn, *args, **kwargs)
+
+    async def run_read_short(
+        self,
+        name: str,
+        fn: Callable[Concatenate[sqlite3.Connection, P], T],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        """``run_read`` for a read of a few rows by key: on the event loop's thread when a
+        reader connection is idle (``Database.run_read_short``)."""
+        async with self._manager._pinned(self.room_id) as db:
+            return await db.run_read_short(name, fn, *args, **kwargs)
 
     async def run_interaction(
         self,
@@ -209,11 +224,15 @@ class RoomStore:
     async def get_events(self, event_ids: Sequence[EventId]) -> dict[EventId, StoredEvent]:
         """The held events among ``event_ids`` (any status), by id."""
         async with self._manager._pinned(self.room_id) as db:
+            if len(event_ids) <= SHORT_READ_EVENTS:
+                return await db.run_read_short(
+                    "get_events", txns.get_events, self.room_id, event_ids
+                )
             return await db.run_read("get_events", txns.get_events, self.room_id, event_ids)
 
     async def forward_extremities(self) -> list[EventId]:
         async with self._manager._pinned(self.room_id) as db:
-            return await db.run_read("forward_extremities", txns.forward_extremities)
+            return await db.run_read_short("forward_extremities", txns.forward_extremities)
 
     async def current_state(self) -> dict[tuple[str, str], EventId]:
         """The room's state map, ``(type, state_key) → event_id``."""
@@ -222,14 +241,14 @@ class RoomStore:
 
     async def state_event(self, event_type: str, state_key: str) -> StoredEvent | None:
         async with self._manager._pinned(self.room_id) as db:
-            return await db.run_read(
+            return await db.run_read_short(
                 "state_event", txns.state_event, self.room_id, event_type, state_key
             )
 
     async def event_id_for_txn(self, key: TxnKey) -> EventId | None:
         """The event a client's ``(user, device, txn_id)`` already produced, if any."""
         async with self._manager._pinned(self.room_id) as db:
-            return await db.run_read("event_id_for_txn", txns.event_id_for_txn, key)
+            return await db.run_read_short("event_id_for_txn", txns.event_id_for_txn, key)
 
     async def txn_ids_since(self, since_ts: int, limit: int) -> list[tuple[TxnKey, EventId]]:
         """Client txn ids recorded since ``since_ts`` (ms), newest first (a send cache)."""

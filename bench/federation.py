@@ -4,12 +4,14 @@ B missed many events, with the CPU each side spent.
 
     .venv/bin/python bench/federation.py [--latency 1000] [--throughput 10000] [--catchup 100000]
 
-A is a real ``cis-node run`` process (its own core). B is a ``Node`` in this process, so its
-Room Store can be watched directly (a subscription, woken by the commit that stores the event);
-the Matrix clients (alice on A, bob's long-polling ``/sync`` on B) run here too, so B's figures
-include the clients' work. This process runs on the kind of event loop a node runs on (uvloop,
-``cis-node run``'s default; ``--event-loop asyncio`` for asyncio's own). All times come from
-this process's monotonic clock.
+A is a real ``cis-node run`` process. B is a ``Node`` in this process, so its Room Store can
+be watched directly (a subscription, woken by the commit that stores the event). The Matrix
+clients that are measured (alice and the other senders on A, bob's long-polling ``/sync`` on
+B) run in a third process, as a user's clients do: their HTTP work is not done on B's event
+loop. This process runs on the kind of event loop a node runs on (uvloop, ``cis-node run``'s
+default; ``--event-loop asyncio`` for asyncio's own). Times are ``time.monotonic()``, which on
+Linux is ``CLOCK_MONOTONIC``, one clock for every process on the machine: the clients' process
+reports when it sent each PUT and when each message reached bob's ``/sync``.
 
 Targets (issue 4): p50 < 5 ms, p99 < 25 ms, catch-up >= 10,000 events/s.
 """
@@ -29,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,33 +54,41 @@ FEDERATED = {"type": "io.cis.room.federation", "state_key": "", "content": {"fed
 _txn = itertools.count(1)
 
 
+Sample = tuple[float, float, float, float]
+
+
 @dataclass
 class Cpu:
-    """CPU seconds (user + system) of A's process and of this one (B and the clients) with
-    its live worker processes (receipt's process pool; a worker that exits between two
-    samples is missed)."""
+    """CPU seconds (user + system) of A's process, of this one (B) with its live worker
+    processes (receipt's process pool; a worker that exits between two samples is missed),
+    and of the clients' process."""
 
     a: psutil.Process
     b: psutil.Process
+    clients: psutil.Process | None = None
 
-    def sample(self) -> tuple[float, float, float]:
+    def sample(self) -> Sample:
         ta = self.a.cpu_times()
-        b = 0.0
+        b = clients = 0.0
         for process in [self.b, *self.b.children(recursive=True)]:  # B's receipt workers too
             if process.pid == self.a.pid:
                 continue
             with contextlib.suppress(psutil.Error):
                 times = process.cpu_times()
-                b += times.user + times.system
-        return ta.user + ta.system, b, time.monotonic()
+                if self.clients is not None and process.pid == self.clients.pid:
+                    clients += times.user + times.system
+                else:
+                    b += times.user + times.system
+        return ta.user + ta.system, b, clients, time.monotonic()
 
     @staticmethod
-    def split(before: tuple[float, float, float], after: tuple[float, float, float]) -> str:
-        wall = after[2] - before[2]
-        a, b = after[0] - before[0], after[1] - before[1]
+    def split(before: Sample, after: Sample) -> str:
+        wall = after[3] - before[3]
+        a, b, c = (after[i] - before[i] for i in range(3))
         return (
-            f"CPU: A {a:.2f} s ({100 * a / wall:.0f}% of a core), "
-            f"B+clients {b:.2f} s ({100 * b / wall:.0f}%), wall {wall:.2f} s"
+            f"CPU: A {a:.2f} s ({100 * a / wall:.0f}% of a core), B {b:.2f} s "
+            f"({100 * b / wall:.0f}%), clients {c:.2f} s ({100 * c / wall:.0f}%), "
+            f"wall {wall:.2f} s"
         )
 
 
@@ -104,6 +115,190 @@ class Client:
     async def send(self, room_id: str, body: str) -> None:
         path = f"{V3}/rooms/{room_id}/send/m.room.message/b{next(_txn)}"
         await self.call("PUT", path, {"msgtype": "m.text", "body": body})
+
+
+class LeanClient:
+    """What the clients' process speaks: HTTP/1.1 over one kept-alive asyncio connection,
+    one request at a time (a sender waits for each answer anyway). httpx spends about a
+    millisecond of CPU on each request on this machine; that is a client library's cost, and
+    the figures are the node's, so the measured requests do without it."""
+
+    def __init__(self, url: str, token: str, user_id: str) -> None:
+        parsed = urllib.parse.urlsplit(url)
+        self.host, self.port = parsed.hostname or "127.0.0.1", parsed.port or 80
+        self.token, self.user_id = token, user_id
+        self._streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+
+    async def call(self, method: str, path: str, body: Any = None, **params: Any) -> Any:
+        if self._streams is None:
+            self._streams = await asyncio.open_connection(self.host, self.port)
+        reader, writer = self._streams
+        target = path + ("?" + urllib.parse.urlencode(params) if params else "")
+        payload = b"" if body is None else json.dumps(body).encode()
+        head = (
+            f"{method} {urllib.parse.quote(target, safe='/?=&:@!$')} HTTP/1.1\r\n"
+            f"Host: {self.host}:{self.port}\r\nAuthorization: Bearer {self.token}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
+        )
+        writer.write(head.encode() + payload)
+        status_line = await reader.readline()
+        status = int(status_line.split()[1])
+        length: int | None = None
+        chunked = False
+        while (line := await reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.decode("latin-1").partition(":")
+            if name.lower() == "content-length":
+                length = int(value)
+            elif name.lower() == "transfer-encoding" and "chunked" in value.lower():
+                chunked = True
+        if chunked:
+            data = b""
+            while size := int((await reader.readline()).split(b";")[0], 16):
+                data += await reader.readexactly(size)
+                await reader.readline()
+            await reader.readline()
+        else:
+            data = await reader.readexactly(length or 0)
+        if status != 200:
+            raise RuntimeError(f"{method} {path}: {status} {data[:200]!r}")
+        return json.loads(data)
+
+    async def send(self, room_id: str, body: str) -> None:
+        path = f"{V3}/rooms/{room_id}/send/m.room.message/c{next(_txn)}"
+        await self.call("PUT", path, {"msgtype": "m.text", "body": body})
+
+    async def aclose(self) -> None:
+        if self._streams is not None:
+            self._streams[1].close()
+            self._streams = None
+
+
+class Clients:
+    """The measured Matrix clients, in a process of their own (``--clients``): one JSON
+    command per line on its stdin, one JSON answer per line on its stdout (an ``id`` for a
+    command's answer; ``synced`` lines whenever bob's ``/sync`` brings a message)."""
+
+    def __init__(self, arrivals: Arrivals) -> None:
+        self._arrivals = arrivals
+        self._process: asyncio.subprocess.Process | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._ids = itertools.count(1)
+
+    @property
+    def pid(self) -> int:
+        assert self._process is not None
+        return self._process.pid
+
+    async def start(self, event_loop: str) -> None:
+        self._process = await asyncio.create_subprocess_exec(
+            sys.executable, __file__, "--clients", "--event-loop", event_loop,
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        self._reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        assert self._process is not None
+        assert self._process.stdout is not None
+        while line := await self._process.stdout.readline():
+            message = json.loads(line)
+            if "synced" in message:
+                self._arrivals.on_synced(message["synced"], message["t"])
+                continue
+            future = self._pending.pop(message["id"], None)
+            if future is not None and not future.done():
+                if "error" in message:
+                    future.set_exception(RuntimeError(message["error"]))
+                else:
+                    future.set_result(message)
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(RuntimeError("the clients' process exited"))
+
+    async def call(self, op: str, **fields: Any) -> dict[str, Any]:
+        assert self._process is not None
+        assert self._process.stdin is not None
+        ident = next(self._ids)
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._pending[ident] = future
+        self._process.stdin.write(json.dumps({"id": ident, "op": op, **fields}).encode() + b"\n")
+        await self._process.stdin.drain()
+        return await future
+
+    async def stop(self) -> None:
+        if self._process is None:
+            return
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.call("stop"), 30)
+        if self._process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self._process.kill()
+        await self._process.wait()
+        if self._reader is not None:
+            await asyncio.gather(self._reader, return_exceptions=True)
+        self._process = None
+
+
+async def serve_clients() -> None:
+    """The clients' process (``--clients``): alice and the senders on A, bob on B."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    clients: dict[str, LeanClient] = {}
+    tasks: set[asyncio.Task[None]] = set()
+
+    def say(message: dict[str, Any]) -> None:
+        sys.stdout.write(json.dumps(message) + "\n")
+        sys.stdout.flush()
+
+    async def follow_sync(bob: LeanClient, room_id: str) -> None:
+        answer = await bob.call("GET", f"{V3}/sync", timeout="0")
+        since = answer["next_batch"]
+        while True:
+            answer = await bob.call("GET", f"{V3}/sync", since=since, timeout="30000")
+            now = time.monotonic()
+            since = answer["next_batch"]
+            room = answer.get("rooms", {}).get("join", {}).get(room_id, {})
+            for event in room.get("timeline", {}).get("events", []):
+                body = event.get("content", {}).get("body")
+                if isinstance(body, str):
+                    say({"synced": body, "t": now})
+
+    async def handle(command: dict[str, Any]) -> dict[str, Any]:
+        op = command["op"]
+        if op == "client":
+            clients[command["name"]] = LeanClient(
+                command["url"], command["token"], command["user_id"]
+            )
+            return {}
+        if op == "send":
+            started = time.monotonic()
+            await clients[command["who"]].send(command["room"], command["body"])
+            return {"t0": started, "t1": time.monotonic()}
+        if op == "send_many":
+            senders = [clients[name] for name in command["senders"]]
+            return {"seconds": await send_many(senders, command["room"], command["bodies"])}
+        if op == "follow_sync":
+            task = asyncio.create_task(follow_sync(clients[command["who"]], command["room"]))
+            tasks.add(task)
+            return {}
+        raise ValueError(f"unknown op {op!r}")
+
+    while line := await reader.readline():
+        command = json.loads(line)
+        if command["op"] == "stop":
+            break
+        try:
+            say({"id": command["id"], **(await handle(command))})
+        except Exception as exc:
+            say({"id": command["id"], "error": repr(exc)})
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    for client in clients.values():
+        await client.aclose()
+    if line:
+        say({"id": json.loads(line)["id"]})
 
 
 CHILDREN: list[subprocess.Popen[bytes]] = []
@@ -184,6 +379,7 @@ class Arrivals:
         Room Store: the part of the latency after A's HTTP handling. Both are this machine's
         clock; ``origin_server_ts`` is truncated to the ms, so this reads up to 1 ms high."""
         self.sync: dict[str, float] = {}
+        self._sync_waiters: dict[str, asyncio.Future[None]] = {}
         self.last_position = 0
         self.wanted: set[str] = set()
         self.all_stored = asyncio.Event()
@@ -207,18 +403,20 @@ class Arrivals:
                 if not self.wanted:
                     self.all_stored.set()
 
-    async def follow_sync(self, bob: Client, room_id: str) -> None:
-        answer = await bob.call("GET", f"{V3}/sync", timeout="0")
-        since = answer["next_batch"]
-        while True:
-            answer = await bob.call("GET", f"{V3}/sync", since=since, timeout="30000")
-            now = time.monotonic()
-            since = answer["next_batch"]
-            room = answer.get("rooms", {}).get("join", {}).get(room_id, {})
-            for event in room.get("timeline", {}).get("events", []):
-                body = event.get("content", {}).get("body")
-                if isinstance(body, str):
-                    self.sync.setdefault(body, now)
+    def on_synced(self, body: str, at: float) -> None:
+        self.sync.setdefault(body, at)
+        waiter = self._sync_waiters.pop(body, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def synced(self, body: str, within: float) -> None:
+        if body in self.sync:
+            return
+        waiter = self._sync_waiters[body] = asyncio.get_running_loop().create_future()
+        try:
+            await asyncio.wait_for(waiter, within)
+        except TimeoutError:
+            raise RuntimeError(f"timed out waiting for {body!r} in B's /sync") from None
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -226,13 +424,13 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
-async def send_many(senders: list[Client], room_id: str, bodies: list[str]) -> float:
+async def send_many(senders: list[LeanClient], room_id: str, bodies: list[str]) -> float:
     """Send every body, each sender one request at a time, all senders at once (one user per
     sender, so no user's message rate limit is the bottleneck); the seconds it took."""
     queue = iter(bodies)
     started = time.monotonic()
 
-    async def sender(client: Client) -> None:
+    async def sender(client: LeanClient) -> None:
         for body in queue:
             await client.send(room_id, body)
 
@@ -282,10 +480,11 @@ async def bench(args: argparse.Namespace) -> None:
     initialise_home(b_home, NodeIdentity.generate("b"), 0)
     write_admin_token(b_home)
     node = await start_b(b_home, a_url)
-    cpu = Cpu(psutil.Process(a_process.pid), psutil.Process(os.getpid()))
     alice, bob = Client(a_url), Client(str(node.url))
     tasks: list[asyncio.Task[None]] = []
     senders = [alice]
+    arrivals = Arrivals()
+    clients = Clients(arrivals)
     try:
         print(f"A: cis-node run pid {a_process.pid} at {a_url}; B in-process at {node.url}")
 
@@ -308,9 +507,16 @@ async def bench(args: argparse.Namespace) -> None:
             await sender.register(f"sender{i}")
             await sender.call("POST", f"{V3}/join/{room_id}", {})
             senders.append(sender)
-        arrivals = Arrivals()
+        await clients.start(args.event_loop)
+        cpu = Cpu(
+            psutil.Process(a_process.pid), psutil.Process(os.getpid()), psutil.Process(clients.pid)
+        )
+        names = [f"s{i}" for i in range(len(senders))]
+        for name, client in [*zip(names, senders, strict=True), ("bob", bob)]:
+            await clients.call("client", name=name, url=str(client.http.base_url),
+                               token=client.token, user_id=client.user_id)  # fmt: skip
         tasks.append(asyncio.create_task(arrivals.follow_store(node, room_id)))
-        tasks.append(asyncio.create_task(arrivals.follow_sync(bob, room_id)))
+        await clients.call("follow_sync", who="bob", room=room_id)
         await asyncio.sleep(0.2)  # the long poll is waiting
 
         # 1. Latency: one message at a time, the next once the previous reached /sync.
@@ -319,14 +525,9 @@ async def bench(args: argparse.Namespace) -> None:
         acked: dict[str, float] = {}
         for i in range(args.latency):
             body = f"latency {i}"
-            sent[body] = time.monotonic()
-            await alice.send(room_id, body)
-            acked[body] = time.monotonic()
-
-            async def synced(body: str = body) -> bool:
-                return body in arrivals.sync
-
-            await until(synced, 10, f"{body!r} in B's /sync")
+            answer = await clients.call("send", who=names[0], room=room_id, body=body)
+            sent[body], acked[body] = answer["t0"], answer["t1"]
+            await arrivals.synced(body, 10)
         to_store = [1000 * (arrivals.store[b] - t) for b, t in sent.items()]
         to_sync = [1000 * (arrivals.sync[b] - t) for b, t in sent.items()]
         print(f"\nlatency, {args.latency} messages one at a time (ms from the PUT on A;")
@@ -353,7 +554,8 @@ async def bench(args: argparse.Namespace) -> None:
         arrivals.expect(set(bodies))
         before = cpu.sample()
         started = time.monotonic()
-        send_s = await send_many(senders, room_id, bodies)
+        answer = await clients.call("send_many", senders=names, room=room_id, bodies=bodies)
+        send_s = answer["seconds"]
         await asyncio.wait_for(arrivals.all_stored.wait(), 300)
         total = time.monotonic() - started
         print(f"\nthroughput, {args.throughput} messages from {args.concurrency} senders on A:")
@@ -366,6 +568,7 @@ async def bench(args: argparse.Namespace) -> None:
         # 3. Catch-up: B stops; A stops too and its room grows offline by the node's own
         # event builder and Room Store (A's home opened in this process, many concurrent
         # creations sharing group commits); A restarts and B, restarted, fetches them all.
+        await clients.stop()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -405,6 +608,7 @@ async def bench(args: argparse.Namespace) -> None:
         )
         print("  " + cpu.split(before, cpu.sample()))
     finally:
+        await clients.stop()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -436,7 +640,12 @@ def main() -> None:
         "--profile", metavar="FILE", help="cProfile of this process (B) during the catch-up"
     )
     parser.add_argument("--keep", action="store_true", help="keep the homes and A's log")
+    parser.add_argument("--clients", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.clients:  # the clients' process (``Clients``)
+        with asyncio.Runner(loop_factory=loop_factory(args.event_loop)) as runner:
+            runner.run(serve_clients())
+        return
     for name in ("latency", "throughput", "catchup", "concurrency"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1")

@@ -285,18 +285,39 @@ def test_an_inline_write_waits_its_turn_behind_queued_ones(tmp_path: Path) -> No
         db.close()
 
 
-def test_inline_writes_need_a_file_that_commits_without_fsync(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="synchronous=NORMAL"):
-        Database.open(
-            tmp_path / "t.db", kind="test", migrations=MIGRATIONS,
-            synchronous=Synchronous.FULL, inline_writes=True,
-        )  # fmt: skip
-    full = Database.open(tmp_path / "f.db", kind="test", migrations=MIGRATIONS)
+def test_on_a_full_file_only_derived_writes_run_inline(tmp_path: Path) -> None:
+    full = Database.open(
+        tmp_path / "f.db", kind="test", migrations=MIGRATIONS,
+        synchronous=Synchronous.FULL, inline_writes=True,
+    )  # fmt: skip
+    threads: list[int] = []
+
+    def put_where(conn: sqlite3.Connection, key: str) -> int:
+        threads.append(threading.get_ident())
+        return put_txn(conn, key, 1)
+
     try:
-        future = full.submit_inline("put", put_txn, "a", 1)  # queued like any submit
-        assert future.result(10) == 1
+        # A durable write would fsync in its COMMIT: it goes to the writer thread.
+        assert full.submit_inline("put", put_where, "durable").result(10) == 1
+        assert threads[-1] != threading.get_ident()
+        # A derived one commits without fsync: it runs here, already answered.
+        future = full.submit_derived("put", put_where, "derived")
+        assert future.done()
+        assert future.result() == 1
+        assert threads[-1] == threading.get_ident()
+        assert full.read_blocking("get_all", get_all) == {"durable": 1, "derived": 1}
+        # The next durable COMMIT is back at FULL.
+        synchronous = full.submit("sync", lambda c: c.execute("PRAGMA synchronous").fetchone()[0])
+        assert synchronous.result(10) == 2  # FULL
     finally:
         full.close()
+    # Without inline writes, derived writes go to the writer thread too.
+    plain = Database.open(tmp_path / "p.db", kind="test", migrations=MIGRATIONS)
+    try:
+        assert plain.submit_derived("put", put_where, "derived").result(10) == 1
+        assert threads[-1] != threading.get_ident()
+    finally:
+        plain.close()
 
 
 def test_an_inline_write_file_checkpoints_on_its_writer_thread(

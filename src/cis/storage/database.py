@@ -21,16 +21,16 @@ Invariants (the reasons are in docs/storage.md):
    transaction so a multi-statement read sees one snapshot; they never wait for the writer.
 5. ``close`` drains: interactions queued before it still run and commit, then the file is
    checkpointed (``wal_checkpoint(TRUNCATE)``) when asked, and every connection is closed.
-6. Inline writes (``inline_writes=True``, for files at ``synchronous=NORMAL``, whose COMMIT
-   does not wait for the disk): ``submit_inline`` runs an interaction on the calling thread
-   when the writer is idle (nothing queued or running), instead of handing it to the writer
-   thread and back. A write of a single caller then costs what the transaction costs, not two
-   thread wake-ups. The writer connection is used under ``_conn_lock`` by whichever thread
-   runs it; an interaction queued before another always runs before it. Such a file
-   checkpoints on its writer thread (``PASSIVE``, after every ``CHECKPOINT_EVERY_CHANGES``
-   row changes) rather than inside a COMMIT, so an inline COMMIT never waits for a
-   checkpoint's ``fsync``.
-
+6. Inline writes (``inline_writes=True``): an interaction whose COMMIT does not wait for the
+   disk (any on a file at ``synchronous=NORMAL`` through ``submit_inline``; a derived one,
+   ``submit_derived``, on a file at ``FULL``) runs on the calling thread when the writer is
+   idle (nothing queued or running), instead of being handed to the writer thread and back;
+   a durable interaction on a ``FULL`` file always goes to the thread. A write of a single
+   caller then costs what the transaction costs, not two thread wake-ups. The writer
+   connection is used under ``_conn_lock`` by whichever thread runs it; an interaction queued
+   before another always runs before it. Such a file checkpoints on its writer thread
+   (``PASSIVE``, after every ``CHECKPOINT_EVERY_CHANGES`` row changes) rather than inside a
+   COMMIT, so an inline COMMIT never waits for a checkpoint's ``fsync``.
 7. Short reads (``run_read_short``: a few rows found through an index, which cost less than
    handing them to a reader thread and back) run on the calling thread when a reader
    connection is idle, and on a reader thread otherwise: never waiting for a connection.
@@ -157,11 +157,8 @@ class Database:
         read_executor: concurrent.futures.Executor | None = None,
         inline_writes: bool = False,
     ) -> Database:
-        """Open (creating if absent) and migrate ``path``, then start its writer thread.
-
-        ``inline_writes`` requires ``synchronous=NORMAL`` (see invariant 6)."""
-        if inline_writes and Synchronous(synchronous) is not Synchronous.NORMAL:
-            raise ValueError("inline writes need synchronous=NORMAL (a COMMIT without fsync)")
+        """Open (creating if absent) and migrate ``path``, then start its writer thread
+        (``inline_writes``: invariant 6)."""
         conn = connect(path, synchronous=synchronous, cache_size_kib=cache_size_kib)
         try:
             applied = migrate(conn, kind, migrations, path)
@@ -211,12 +208,12 @@ class Database:
         **kwargs: P.kwargs,
     ) -> concurrent.futures.Future[T]:
         """``submit``, but run at once on the calling thread when this file takes inline
-        writes and its writer is idle (invariant 6); the future is then already resolved.
+        writes, commits without ``fsync`` (``NORMAL``) and its writer is idle (invariant 6);
+        the future is then already resolved. The caller is blocked for the transaction."""
+        return self._submit_inline(_Job(name, fn, args, kwargs))
 
-        The caller is blocked for the transaction's duration (no ``fsync``: a NORMAL file).
-        """
-        job = _Job(name, fn, args, kwargs)
-        if not self.inline_writes:
+    def _submit_inline(self, job: _Job) -> concurrent.futures.Future[Any]:
+        if not self.inline_writes or (job.durable and self.synchronous is not Synchronous.NORMAL):
             return self._enqueue(job)
         with self._close_lock:
             if self._closed:
@@ -240,8 +237,9 @@ class Database:
     ) -> concurrent.futures.Future[T]:
         """``submit`` for derived rows that the node rebuilds after an unclean stop (the
         Room Store's index in ``node.db``): its COMMIT does not wait for the disk unless a
-        durable interaction shares it (see invariant 3)."""
-        return self._enqueue(_Job(name, fn, args, kwargs, durable=False))
+        durable interaction shares it (see invariant 3), so on a file that takes inline
+        writes it runs on the calling thread when the writer is idle (invariant 6)."""
+        return self._submit_inline(_Job(name, fn, args, kwargs, durable=False))
 
     async def run_interaction(
         self,

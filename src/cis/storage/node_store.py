@@ -276,6 +276,9 @@ class NodeStore:
             synchronous=Synchronous.FULL,
             max_readers=4,
             read_executor=read_executor,
+            # The Room Store's index (derived, committed without fsync) is written on the
+            # event loop when node.db's writer is idle; durable writes still go to its thread.
+            inline_writes=True,
         )
         if not existed:
             os.chmod(path, NODE_DB_MODE)

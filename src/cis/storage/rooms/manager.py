@@ -575,6 +575,9 @@ class RoomStoreManager:
         except Exception:
             self._indexed(entries, None)
             return
+        if future.done():  # written inline: node.db's writer was idle
+            self._indexed(entries, future)
+            return
         self._index_inflight = future
         self._index_idle.clear()
         loop = asyncio.get_running_loop()

@@ -112,10 +112,6 @@ class Client:
         answer = await self.call("POST", f"{V3}/register", body)
         self.token, self.user_id = answer["access_token"], answer["user_id"]
 
-    async def send(self, room_id: str, body: str) -> None:
-        path = f"{V3}/rooms/{room_id}/send/m.room.message/b{next(_txn)}"
-        await self.call("PUT", path, {"msgtype": "m.text", "body": body})
-
 
 class LeanClient:
     """What the clients' process speaks: HTTP/1.1 over one kept-alive asyncio connection,

@@ -79,14 +79,7 @@ async def test_catch_up_fetches_history_pages_oldest_first(tmp_path: Path) -> No
 
         follower = asyncio.ensure_future(follow())
         try:
-            manager = beta.node.federation.manager
-            assert manager is not None
-            manager.add_peer(alpha.endpoint)
-
-            async def bob_has_all() -> bool:
-                return (await bob.messages(room))[-len(bodies) :] == bodies
-
-            await eventually(bob_has_all, 60, "bob to get every missed message")
+            await reconnect_until_delivered(alpha, beta, bob, room, bodies)
             await eventually(lambda: _true(len(stored_order) == len(bodies)), 10, "the store")
         finally:
             follower.cancel()
@@ -105,15 +98,22 @@ async def test_a_peer_without_history_pages_is_walked(tmp_path: Path) -> None:
         alpha, beta, bob, room, bodies = await missed_while_away(c, 12)
         del alpha.service._handlers["get_history"]  # answers M_UNRECOGNIZED, as an older node
         walked = count_requests(alpha, "get_missing_events")
-        manager = beta.node.federation.manager
-        assert manager is not None
-        manager.add_peer(alpha.endpoint)
-
-        async def bob_has_all() -> bool:
-            return (await bob.messages(room))[-len(bodies) :] == bodies
-
-        await eventually(bob_has_all, 60, "bob to get every missed message by the walk")
+        await reconnect_until_delivered(alpha, beta, bob, room, bodies)
         assert walked
+
+
+async def reconnect_until_delivered(
+    alpha: LocalNode, beta: LocalNode, bob: User, room: str, bodies: list[str]
+) -> None:
+    """Beta dials alpha again; wait until bob on beta has every message he missed."""
+    manager = beta.node.federation.manager
+    assert manager is not None
+    manager.add_peer(alpha.endpoint)
+
+    async def bob_has_all() -> bool:
+        return (await bob.messages(room))[-len(bodies) :] == bodies
+
+    await eventually(bob_has_all, 60, "bob to get every missed message")
 
 
 async def _true(value: bool) -> bool:

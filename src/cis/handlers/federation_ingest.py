@@ -65,7 +65,7 @@ from cis.storage.database import Database
 from cis.storage.events import EventStatus
 from cis.storage.rooms import state_groups as sg
 from cis.storage.rooms.manager import RoomStoreManager
-from cis.storage.rooms.store import SHORT_READ_EVENTS, RoomStore
+from cis.storage.rooms.store import RoomStore
 
 log = get_logger(__name__)
 
@@ -343,11 +343,10 @@ class Ingest:
         held: dict[EventId, str] = {}
         cited: set[EventId] = set()
         if unique and await self._manager.get(room_id) is not None:
-            store = RoomStore(self._manager, room_id)
-            read = store.run_read_short if len(unique) <= SHORT_READ_EVENTS else store.run_read
-            held, cited = await read(
-                "held_and_cited", sg.held_and_cited, [*unique, *referenced], list(unique)
-            )
+            held, cited = await RoomStore(self._manager, room_id).run_read_by_ids(
+                len(unique), "held_and_cited", sg.held_and_cited, [*unique, *referenced],
+                list(unique),
+            )  # fmt: skip
         missing = list(
             dict.fromkeys(
                 p for e in unique.values() for p in e.prev_events

@@ -33,7 +33,7 @@ from cis.matrix.events import StateKey
 from cis.storage.events import EventStatus, StoredEvent
 from cis.storage.rooms import state_groups as sg
 from cis.storage.rooms.manager import RoomStoreManager
-from cis.storage.rooms.store import SHORT_READ_EVENTS, RoomStore
+from cis.storage.rooms.store import RoomStore
 
 log = get_logger(__name__)
 
@@ -281,9 +281,9 @@ class StateGroups:
             else:
                 missing.append(event_id)
         if missing:
-            store = RoomStore(self._manager, room_id)
-            read = store.run_read_short if len(missing) <= SHORT_READ_EVENTS else store.run_read
-            found = await read("groups_of", sg.groups_of, missing)
+            found = await RoomStore(self._manager, room_id).run_read_by_ids(
+                len(missing), "groups_of", sg.groups_of, missing
+            )
             for event_id, gid in found.items():
                 self._event_groups[event_id] = gid
             out.update(found)

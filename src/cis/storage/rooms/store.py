@@ -39,7 +39,7 @@ T = TypeVar("T")
 
 IMPORT_CHUNK: Final = 1000
 SHORT_READ_EVENTS: Final = 16
-"""``get_events`` of at most this many ids is a short read (on the event loop's thread when
+"""A read by key of at most this many ids is a short read (on the event loop's thread when
 a reader connection is idle: ``Database.run_read_short``)."""
 _MAX_PEER_CHARS: Final = 255
 
@@ -119,17 +119,19 @@ class RoomStore:
         async with self._manager._pinned(self.room_id) as db:
             return await db.run_read(name, fn, *args, **kwargs)
 
-    async def run_read_short(
+    async def run_read_by_ids(
         self,
+        ids: int,
         name: str,
         fn: Callable[Concatenate[sqlite3.Connection, P], T],
         *args: P.args,
         **kwargs: P.kwargs,
     ) -> T:
-        """``run_read`` for a read of a few rows by key: on the event loop's thread when a
-        reader connection is idle (``Database.run_read_short``)."""
+        """``run_read`` for a read by key of ``ids`` ids: a short read
+        (``Database.run_read_short``) up to ``SHORT_READ_EVENTS`` of them."""
         async with self._manager._pinned(self.room_id) as db:
-            return await db.run_read_short(name, fn, *args, **kwargs)
+            read = db.run_read_short if ids <= SHORT_READ_EVENTS else db.run_read
+            return await read(name, fn, *args, **kwargs)
 
     async def run_interaction(
         self,
@@ -223,12 +225,9 @@ class RoomStore:
 
     async def get_events(self, event_ids: Sequence[EventId]) -> dict[EventId, StoredEvent]:
         """The held events among ``event_ids`` (any status), by id."""
-        async with self._manager._pinned(self.room_id) as db:
-            if len(event_ids) <= SHORT_READ_EVENTS:
-                return await db.run_read_short(
-                    "get_events", txns.get_events, self.room_id, event_ids
-                )
-            return await db.run_read("get_events", txns.get_events, self.room_id, event_ids)
+        return await self.run_read_by_ids(
+            len(event_ids), "get_events", txns.get_events, self.room_id, event_ids
+        )
 
     async def forward_extremities(self) -> list[EventId]:
         async with self._manager._pinned(self.room_id) as db:
